@@ -1,0 +1,235 @@
+"""LoRA adapters that can hold several experts, and the host that swaps client states in and out.
+
+A client's whole state is a flat ``dict[str, Tensor]`` with these names:
+
+- ``layers.{l}.{target}.{expert}.A`` (r, d_in) and ``...{expert}.B`` (d_out, r): one LoRA expert on one
+  module;
+  expert names carry no dots (``lora``, ``cluster``, ``external``, ``external_2``, ...).
+- ``layers.{l}.{target}.{param}`` (anything not ending in ``.A``/``.B``): a module-level parameter,
+  e.g. a router's ``router.weight``.
+- ``layers.{l}.mix.{param}``: a parameter shared by every module of layer ``l`` (FedTreeLoRA's alpha).
+- ``head.{name}``: classification-head parameters, present only when the head trains.
+
+The backbone is loaded once; ``AdapterHost.load`` attaches a client's tensors to the wrapped modules as fresh
+``nn.Parameter`` objects, so the set of experts may differ between clients, layers and rounds without any
+masking, and the backbone itself never holds client state.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+State = dict[str, Tensor]
+# A mixer turns the per-expert LoRA outputs of one module into the single delta added to W0 x.
+Mixer = Callable[[Tensor, Mapping[str, Tensor], "LoRALinear"], Tensor]
+MIXERS: dict[str, Mixer] = {}
+
+
+def register_mixer(name: str) -> Callable[[Mixer], Mixer]:
+    """Make a forward rule available to methods by name (``Method.mixer``)."""
+
+    def deco(fn: Mixer) -> Mixer:
+        MIXERS[name] = fn
+        return fn
+
+    return deco
+
+
+@register_mixer("sum")
+def mix_sum(x: Tensor, deltas: Mapping[str, Tensor], module: LoRALinear) -> Tensor:
+    """Plain LoRA (one expert) or an unweighted sum of experts."""
+    return torch.stack(list(deltas.values())).sum(0) if len(deltas) > 1 else next(iter(deltas.values()))
+
+
+@register_mixer("scalar")
+def mix_scalar(x: Tensor, deltas: Mapping[str, Tensor], module: LoRALinear) -> Tensor:
+    """FedTreeLoRA: ``cluster + sigmoid(a) * external`` with a learnable scalar shared by the layer's modules.
+
+    Every expert named ``external{suffix}`` is weighted by ``sigmoid(layers.l.mix.alpha{suffix})``, so the
+    decomposed variant (one external expert per other cluster) is the same rule.
+    """
+    out = deltas["cluster"]
+    for name, delta in deltas.items():
+        if name.startswith("external"):
+            logit = module.layer_params["alpha" + name.removeprefix("external")]
+            out = out + torch.sigmoid(logit) * delta
+    return out
+
+
+@dataclass(frozen=True)
+class AdaptedModule:
+    """One linear module carrying LoRA: ``key`` = ``layers.{layer}.{target}``."""
+
+    key: str
+    layer: int
+    target: str
+    d_in: int
+    d_out: int
+
+
+class LoRALinear(nn.Module):
+    """``h = W0 x + mixer({name: s * B_name A_name dropout(x)})``; W0 stays frozen."""
+
+    def __init__(self, base: nn.Linear, scaling: float, dropout: float) -> None:
+        super().__init__()
+        self.base = base
+        self.scaling = scaling
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.mixer: Mixer = mix_sum
+        # Plain dicts on purpose: client tensors must not enter the backbone's state_dict or parameters().
+        self.experts: dict[str, tuple[Tensor, Tensor]] = {}
+        self.params: dict[str, Tensor] = {}  # module-level extras (routers)
+        self.layer_params: dict[str, Tensor] = {}  # shared with the other modules of this layer
+
+    def forward(self, x: Tensor) -> Tensor:  # x: (..., d_in) -> (..., d_out)
+        out = self.base(x)
+        if not self.experts:
+            return out
+        h = self.dropout(x)
+        deltas = {name: (h @ a.T) @ b.T * self.scaling for name, (a, b) in self.experts.items()}
+        return out + self.mixer(h, deltas, self)
+
+
+_LAYER_INDEX = re.compile(r"\.(\d+)\.")
+
+
+def _find_targets(model: nn.Module, targets: Iterable[str]) -> list[tuple[str, int, str, nn.Linear]]:
+    """(module path, layer index, target, module) for every ``nn.Linear`` whose name ends with a target."""
+    wanted = set(targets)
+    found = []
+    for path, module in model.named_modules():
+        leaf = path.rsplit(".", 1)[-1]
+        if leaf in wanted and isinstance(module, nn.Linear):
+            match = _LAYER_INDEX.search(path)
+            if match is None:
+                raise ValueError(f"model.targets: module {path!r} is not inside a numbered layer")
+            found.append((path, int(match.group(1)), leaf, module))
+    return found
+
+
+class AdapterHost:
+    """Wraps the target modules of one backbone and swaps client adapter states in and out."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        targets: list[str],
+        rank: int,
+        lora_alpha: float,
+        dropout: float,
+        head: Mapping[str, nn.Parameter] | None = None,
+    ) -> None:
+        self.model = model
+        self.rank = rank
+        found = _find_targets(model, targets)
+        missing = set(targets) - {t for _, _, t, _ in found}
+        if missing:
+            raise ValueError(
+                f"model.targets: no linear module named {sorted(missing)} in this model; "
+                "use names of its attention projections (BERT: query, value; Llama: q_proj, v_proj)"
+            )
+        self.wrapped: dict[str, LoRALinear] = {}
+        self.modules: list[AdaptedModule] = []
+        for path, layer, target, linear in sorted(found, key=lambda f: (f[1], targets.index(f[2]))):
+            wrapper = LoRALinear(linear, lora_alpha / rank, dropout)
+            parent_path, _, leaf = path.rpartition(".")
+            setattr(model.get_submodule(parent_path), leaf, wrapper)
+            key = f"layers.{layer}.{target}"
+            self.wrapped[key] = wrapper
+            self.modules.append(AdaptedModule(key, layer, target, linear.in_features, linear.out_features))
+        self.n_layers = len({m.layer for m in self.modules})
+        for p in model.parameters():
+            p.requires_grad_(False)
+        self.head = dict(head or {})  # name -> the model's own head parameter (trains in place)
+
+    def initial_head(self) -> State:
+        return {f"head.{n}": p.detach().clone() for n, p in self.head.items()}
+
+    def load(self, state: Mapping[str, Tensor], trainable: Callable[[str], bool], mixer: str) -> list[Tensor]:
+        """Attach ``state`` to the model; return the tensors that train (in a stable order)."""
+        mix = MIXERS[mixer]
+        layer_params: dict[int, dict[str, Tensor]] = {}
+        for wrapper in self.wrapped.values():
+            wrapper.experts, wrapper.params, wrapper.mixer = {}, {}, mix
+        train: list[Tensor] = []
+        pending: dict[tuple[str, str], dict[str, Tensor]] = {}  # (module key, expert) -> {"A": .., "B": ..}
+        for name in sorted(state):
+            tensor = state[name]
+            grad = trainable(name)
+            if name.startswith("head."):
+                param = self.head[name.removeprefix("head.")]
+                with torch.no_grad():
+                    param.copy_(tensor)
+                param.requires_grad_(grad)
+                if grad:
+                    train.append(param)
+                continue
+            param = nn.Parameter(tensor.detach().clone(), requires_grad=grad)
+            if grad:
+                train.append(param)
+            _, layer, sub, rest = name.split(".", 3)
+            if sub == "mix":
+                layer_params.setdefault(int(layer), {})[rest] = param
+            elif rest.endswith((".A", ".B")):
+                expert, which = rest.rsplit(".", 1)
+                pending.setdefault((f"layers.{layer}.{sub}", expert), {})[which] = param
+            else:
+                self.wrapped[f"layers.{layer}.{sub}"].params[rest] = param
+        for (key, expert), ab in pending.items():
+            if set(ab) != {"A", "B"}:
+                raise ValueError(f"client state has {key}.{expert} without both A and B")
+            self.wrapped[key].experts[expert] = (ab["A"], ab["B"])
+        for m in self.modules:
+            self.wrapped[m.key].layer_params = layer_params.get(m.layer, {})
+        return train
+
+    def state(self) -> State:
+        """The attached tensors, detached and cloned, under their state names."""
+        out: State = {}
+        for key, wrapper in self.wrapped.items():
+            for expert, (a, b) in wrapper.experts.items():
+                out[f"{key}.{expert}.A"] = a.detach().clone()
+                out[f"{key}.{expert}.B"] = b.detach().clone()
+            for name, p in wrapper.params.items():
+                out[f"{key}.{name}"] = p.detach().clone()
+        for m in self.modules:
+            for name, p in self.wrapped[m.key].layer_params.items():
+                out[f"layers.{m.layer}.mix.{name}"] = p.detach().clone()
+        for name, p in self.head.items():
+            out[f"head.{name}"] = p.detach().clone()
+        return out
+
+
+def init_lora(modules: Iterable[AdaptedModule], rank: int, expert: str, seed: int) -> State:
+    """A fresh LoRA expert on every module: A ~ U(+-1/sqrt(d_in)) as PEFT's kaiming init, B = 0.
+
+    The same seed gives every client the same A (SPEC: "the same seed on every client").
+    """
+    gen = torch.Generator().manual_seed(seed)
+    out: State = {}
+    for m in modules:
+        bound = 1.0 / math.sqrt(m.d_in)
+        out[f"{m.key}.{expert}.A"] = (torch.rand(rank, m.d_in, generator=gen) * 2 - 1) * bound
+        out[f"{m.key}.{expert}.B"] = torch.zeros(m.d_out, rank)
+    return out
+
+
+def rename_expert(state: Mapping[str, Tensor], old: str, new: str) -> State:
+    """``layers.l.t.{old}.A`` -> ``layers.l.t.{new}.A`` for every entry (others are dropped)."""
+    out: State = {}
+    for name, t in state.items():
+        prefix, _, tail = name.rpartition(f".{old}.")
+        if prefix and tail in ("A", "B"):
+            out[f"{prefix}.{new}.{tail}"] = t
+    return out
+
+
+def nbytes(state: Mapping[str, Tensor]) -> int:
+    """Bytes on the wire for a state (raw tensor payload)."""
+    return sum(t.numel() * t.element_size() for t in state.values())

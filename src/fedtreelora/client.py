@@ -1,0 +1,72 @@
+"""One client's part of a round, shared by every runtime (embedded today, Flower deployment later).
+
+The client merges what it kept with what the server sent, trains what the plan says, and splits the result
+into what it uploads and what it keeps. Nothing here knows which method is running.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from .adapters import AdapterHost, State
+from .config import TrainConfig
+from .methods.base import ClientPlan
+from .tasks import ClassificationTask, Encoded
+from .training import TrainStats, train_local
+
+HEAD = ("head.*",)  # a trainable head is always personal: it trains every round and never leaves the client
+
+
+@dataclass(frozen=True)
+class ClientResult:
+    upload: State
+    keep: State
+    stats: TrainStats
+    seconds: float
+
+
+def client_round(
+    host: AdapterHost,
+    task: ClassificationTask,
+    data: Encoded,
+    plan: ClientPlan,
+    mixer: str,
+    kept: Mapping[str, Tensor],
+    payload: Mapping[str, Tensor],
+    cfg: TrainConfig,
+    seed: int,
+) -> ClientResult:
+    """Train one client for ``cfg.local_epochs`` epochs; ``seed`` fixes data order and dropout."""
+    start = time.perf_counter()
+    state = {**kept, **payload}
+    params = host.load(state, plan.matcher(plan.train + HEAD), mixer)
+    torch.manual_seed(seed)  # dropout masks: the same seed gives the same numbers in any process
+    order = torch.Generator().manual_seed(seed)
+    epochs = (task.batches(data, cfg.batch_size, order) for _ in range(cfg.local_epochs))
+    stats = train_local(host.model, params, epochs, cfg.lr, cfg.weight_decay)
+    new = host.state()
+    return ClientResult(
+        upload=plan.select(new, plan.upload),
+        keep=plan.select(new, plan.keep + HEAD),
+        stats=stats,
+        seconds=time.perf_counter() - start,
+    )
+
+
+def client_evaluate(
+    host: AdapterHost,
+    task: ClassificationTask,
+    data: Encoded,
+    mixer: str,
+    kept: Mapping[str, Tensor],
+    payload: Mapping[str, Tensor],
+    batch_size: int,
+) -> float:
+    """Score the client's personalised model: what it kept plus what the server would send it now."""
+    host.load({**kept, **payload}, lambda name: False, mixer)
+    return task.score(host.model, data, batch_size)

@@ -1,0 +1,247 @@
+"""Typed run configuration, validated once.
+
+A run is described by a TOML file plus ``--set key=value`` overrides. Every section is a dataclass; the
+method's own options live in a table named after the method (``[fedtreelora]``) and are validated by the
+dataclass that method registered. Every error names the key and what is allowed, so the CLI can print
+one line and exit 2.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+
+class ConfigError(ValueError):
+    """A bad setting: the message starts with the dotted key and says what is allowed."""
+
+
+def check(ok: bool, key: str, message: str) -> None:
+    """Raise ``ConfigError('key: message')`` unless ``ok``."""
+    if not ok:
+        raise ConfigError(f"{key}: {message}")
+
+
+@dataclass
+class ModelConfig:
+    name: str = "minilm"  # "minilm" = the packaged all-MiniLM-L6-v2; else a HF model id or a local folder
+    targets: list[str] = field(default_factory=lambda: ["query", "value"])
+    rank: int = 8
+    lora_alpha: float = 16.0
+    dropout: float = 0.05
+    train_head: bool = False  # the paper keeps the classification head frozen
+    head_init_std: float = 0.5  # std of a newly created head's weights; 0 keeps the model's own init
+    max_length: int = 64
+
+    def validate(self) -> None:
+        check(bool(self.targets), "model.targets", "list at least one module name, e.g. ['query', 'value']")
+        check(self.rank >= 1, "model.rank", f"must be >= 1 (got {self.rank})")
+        check(self.lora_alpha > 0, "model.lora_alpha", f"must be > 0 (got {self.lora_alpha})")
+        check(0.0 <= self.dropout < 1.0, "model.dropout", f"must be in [0, 1) (got {self.dropout})")
+        check(self.head_init_std >= 0, "model.head_init_std", "must be >= 0 (0 = the model's own init)")
+        check(self.max_length >= 8, "model.max_length", f"must be >= 8 (got {self.max_length})")
+
+
+@dataclass
+class DataConfig:
+    dir: str = "../shared/data/glue/sst2"  # a folder holding train.jsonl and test.jsonl
+    tasks: list[str] = field(default_factory=list)  # partition = "task": one folder per client group
+    partition: Literal["dirichlet", "iid", "task"] = "dirichlet"
+    alpha: float = 0.5  # Dirichlet concentration; smaller = more label skew
+    n_clients: int = 10
+    n_train: int = 200
+    n_test: int = 100
+
+    def validate(self) -> None:
+        check(self.n_clients >= 1, "data.n_clients", f"must be >= 1 (got {self.n_clients})")
+        check(self.n_train >= 1, "data.n_train", f"must be >= 1 (got {self.n_train})")
+        check(self.n_test >= 1, "data.n_test", f"must be >= 1 (got {self.n_test})")
+        check(self.alpha > 0, "data.alpha", f"must be > 0 (got {self.alpha})")
+        check(
+            self.partition == "task" or not self.tasks,
+            "data.tasks",
+            "only used with data.partition = 'task'; remove it or set the partition",
+        )
+        check(
+            self.partition != "task" or len(self.tasks) >= 1,
+            "data.tasks",
+            "partition 'task' needs a list of task folders, e.g. ['../shared/data/glue/sst2', ...]",
+        )
+
+    def task_dirs(self) -> list[Path]:
+        return [Path(t) for t in self.tasks] if self.partition == "task" else [Path(self.dir)]
+
+
+@dataclass
+class TrainConfig:
+    lr: float = 3e-3
+    batch_size: int = 16
+    local_epochs: int = 1
+    weight_decay: float = 0.0
+    eval_batch_size: int = 64
+    threads: int = 0  # torch threads; 0 = all cores
+
+    def validate(self) -> None:
+        check(self.lr > 0, "train.lr", f"must be > 0 (got {self.lr})")
+        check(self.batch_size >= 1, "train.batch_size", f"must be >= 1 (got {self.batch_size})")
+        check(self.local_epochs >= 1, "train.local_epochs", f"must be >= 1 (got {self.local_epochs})")
+        check(self.weight_decay >= 0, "train.weight_decay", f"must be >= 0 (got {self.weight_decay})")
+        check(self.eval_batch_size >= 1, "train.eval_batch_size", "must be >= 1")
+        check(self.threads >= 0, "train.threads", "must be >= 0 (0 = all cores)")
+
+
+@dataclass
+class FederationConfig:
+    rounds: int = 10  # the total budget T; warmups count inside it
+    eval_every: int = 2  # evaluate every k rounds (the last round is always evaluated)
+
+    def validate(self) -> None:
+        check(self.rounds >= 1, "federation.rounds", f"must be >= 1 (got {self.rounds})")
+        check(self.eval_every >= 1, "federation.eval_every", f"must be >= 1 (got {self.eval_every})")
+
+
+@dataclass
+class RunConfig:
+    method: str = "fedtreelora"
+    seed: int = 0
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    federation: FederationConfig = field(default_factory=FederationConfig)
+    options: Any = None  # the selected method's options dataclass, stored under [<method>]
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"method": self.method, "seed": self.seed}
+        for name in ("model", "data", "train", "federation"):
+            out[name] = dataclasses.asdict(getattr(self, name))
+        if self.options is not None:
+            out[self.method] = dataclasses.asdict(self.options)
+        return out
+
+
+SECTIONS: dict[str, type] = {
+    "model": ModelConfig,
+    "data": DataConfig,
+    "train": TrainConfig,
+    "federation": FederationConfig,
+}
+
+
+def parse_value(text: str) -> Any:
+    """A ``--set`` value is a TOML literal (``3``, ``1e-3``, ``true``, ``['a']``); anything else a string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def apply_override(raw: dict[str, Any], assignment: str) -> None:
+    """Apply ``a.b=value`` to the nested dict ``raw`` in place."""
+    key, sep, value = assignment.partition("=")
+    key = key.strip()
+    check(bool(sep) and bool(key), assignment, "--set takes key=value, e.g. --set train.lr=5e-4")
+    *parents, leaf = key.split(".")
+    node = raw
+    for part in parents:
+        child = node.setdefault(part, {})
+        check(isinstance(child, dict), key, f"'{part}' is a value, not a section")
+        node = child
+    node[leaf] = parse_value(value.strip())
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    """Check ``value`` against a type hint (the few kinds our configs use), converting int -> float."""
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        allowed = typing.get_args(hint)
+        check(value in allowed, key, f"must be one of {', '.join(map(repr, allowed))} (got {value!r})")
+        return value
+    if origin in (types.UnionType, typing.Union):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if value is None:
+            return None
+        return _coerce(value, args[0], key)
+    if origin is list:
+        check(isinstance(value, list), key, f"must be a list (got {value!r})")
+        (item,) = typing.get_args(hint)
+        return [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
+    if hint is float:
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        check(ok, key, f"must be a number (got {value!r})")
+        return float(value)
+    if hint is int:
+        check(
+            isinstance(value, int) and not isinstance(value, bool), key, f"must be an integer (got {value!r})"
+        )
+        return value
+    if hint is bool:
+        check(isinstance(value, bool), key, f"must be true or false (got {value!r})")
+        return value
+    if hint is str:
+        check(isinstance(value, str), key, f"must be a string (got {value!r})")
+        return value
+    raise TypeError(f"unsupported config type {hint!r} at {key}")
+
+
+def build_section(cls: type, raw: Mapping[str, Any], prefix: str) -> Any:
+    """Instantiate dataclass ``cls`` from ``raw``: reject unknown keys and wrong types, then validate."""
+    check(isinstance(raw, Mapping), prefix, "must be a table of settings")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in raw:
+        check(key in names, f"{prefix}.{key}", f"unknown setting; known: {', '.join(names)}")
+    obj = cls(**{k: _coerce(v, hints[k], f"{prefix}.{k}") for k, v in raw.items()})
+    validate = getattr(obj, "validate", None)
+    if validate is not None:
+        validate()
+    return obj
+
+
+def load_config(path: Path | None, overrides: list[str], options_for: Mapping[str, type]) -> RunConfig:
+    """Read ``path`` (TOML, optional), apply ``overrides``, and validate everything once.
+
+    ``options_for`` maps every registered method name to its options dataclass.
+    """
+    raw: dict[str, Any] = {}
+    if path is not None:
+        check(path.is_file(), "--config", f"no such file: {path}")
+        try:
+            raw = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as err:
+            raise ConfigError(f"--config: {path} is not valid TOML: {err}") from err
+    for assignment in overrides:
+        apply_override(raw, assignment)
+    cfg = RunConfig()
+    method = raw.pop("method", cfg.method)
+    check(
+        method in options_for, "method", f"must be one of {', '.join(sorted(options_for))} (got {method!r})"
+    )
+    cfg.method = method
+    seed = raw.pop("seed", cfg.seed)
+    check(
+        isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0, "seed", "must be an integer >= 0"
+    )
+    cfg.seed = seed
+    for key, value in raw.items():
+        if key in SECTIONS:
+            setattr(cfg, key, build_section(SECTIONS[key], value, key))
+        elif key in options_for:
+            # Validate every method's table so a typo in an unused one is still caught.
+            options = build_section(options_for[key], value, key)
+            if key == method:
+                cfg.options = options
+        else:
+            known = [*SECTIONS, *sorted(options_for), "method", "seed"]
+            raise ConfigError(f"{key}: unknown setting; known: {', '.join(known)}")
+    if cfg.options is None:
+        cfg.options = build_section(options_for[method], {}, method)
+    check_against_run = getattr(cfg.options, "check_run", None)
+    if check_against_run is not None:
+        check_against_run(cfg)
+    return cfg

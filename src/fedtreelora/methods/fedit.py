@@ -1,0 +1,31 @@
+"""FedIT: FedAvg of A and B separately (weights p_i); every client receives the global LoRA."""
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ..adapters import State, init_lora
+from ..aggregation import weighted_average
+from .base import ClientInfo, ClientPlan, Layout, Method, register
+
+
+@register
+class FedIT(Method):
+    name = "fedit"
+    summary = "FedAvg of LoRA A and B (weights p_i); one global adapter"
+
+    def __init__(self, options: Any, layout: Layout, clients: Sequence[ClientInfo], rounds: int, seed: int):
+        super().__init__(options, layout, clients, rounds, seed)
+        self.global_lora = init_lora(layout.modules, layout.rank, "lora", seed)
+
+    def init_client_state(self, client_id: int) -> State:
+        return {}
+
+    def plan(self, rnd: int) -> ClientPlan:
+        return ClientPlan(phase="federated", train=("*.lora.*",), upload=("*.lora.*",))
+
+    def payload(self, client_id: int) -> State:
+        return self.global_lora
+
+    def aggregate(self, rnd: int, uploads: Mapping[int, State]) -> None:
+        ids = sorted(uploads)
+        self.global_lora = weighted_average([uploads[i] for i in ids], [self.weights[i] for i in ids])

@@ -1,0 +1,24 @@
+"""Local: every client trains its own LoRA; nothing is communicated."""
+
+from collections.abc import Mapping
+
+from ..adapters import State, init_lora
+from .base import ClientPlan, Method, register
+
+
+@register
+class Local(Method):
+    name = "local"
+    summary = "each client trains its own LoRA; no communication"
+
+    def init_client_state(self, client_id: int) -> State:
+        return init_lora(self.layout.modules, self.layout.rank, "lora", self.seed)
+
+    def plan(self, rnd: int) -> ClientPlan:
+        return ClientPlan(phase="local", train=("*.lora.*",), keep=("*.lora.*",))
+
+    def payload(self, client_id: int) -> State:
+        return {}
+
+    def aggregate(self, rnd: int, uploads: Mapping[int, State]) -> None:
+        pass

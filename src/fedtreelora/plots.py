@@ -1,0 +1,102 @@
+"""Pictures of a run: the client tree with each layer's cut, K per layer, accuracy per round."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; no display on servers
+import matplotlib.pyplot as plt
+import numpy as np
+from scipy.cluster.hierarchy import dendrogram
+
+
+def cut_height(z: np.ndarray, k: int) -> float:
+    """A height between the merges that ``cut(k)`` keeps and the ones it undoes (for drawing)."""
+    n = z.shape[0] + 1
+    below = z[n - k - 1, 2] if k < n else 0.0  # last merge kept
+    above = z[n - k, 2] if k > 1 else z[-1, 2] * 1.08  # first merge undone
+    return float((below + above) / 2)
+
+
+def plot_tree(topology: Mapping[str, Any], path: Path, leaf_labels: list[str] | None = None) -> None:
+    """Dendrogram of the global client tree: one dashed line per distinct cut, naming the layers using it.
+
+    Branches are coloured by the deepest layer's clusters.
+    """
+    z = np.asarray(topology["linkage"], dtype=float)
+    ks = topology["k_per_layer"]
+    n = z.shape[0] + 1
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.6 * n + 2), 4.8))
+    deepest = cut_height(z, max(ks)) if max(ks) > 1 else 0.0
+    dendrogram(
+        z, ax=ax, labels=leaf_labels or [f"c{i}" for i in range(n)], color_threshold=deepest, leaf_font_size=8
+    )
+    colors = plt.get_cmap("plasma")
+    distinct = sorted(set(ks))
+    for j, k in enumerate(distinct):
+        layers = ",".join(str(i) for i, kk in enumerate(ks) if kk == k)
+        y = cut_height(z, k)
+        color = colors(0.8 * j / max(len(distinct) - 1, 1))
+        ax.axhline(y, ls="--", lw=1.2, color=color)
+        ax.annotate(f"K={k}: layers {layers}", (0.01, y), xycoords=("axes fraction", "data"),
+                    va="bottom", fontsize=8, color=color)  # fmt: skip
+    low = float(z[:, 2].min()) if n > 1 else 0.0
+    ax.set_ylim(low * 0.9, cut_height(z, 1) * 1.04)
+    ax.set_ylabel("merge distance (mean over layers)")
+    ax.set_title("global client tree and each layer's cut")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_k_per_layer(topology: Mapping[str, Any], path: Path, n_clients: int, title: str = "") -> None:
+    ks = topology["k_per_layer"]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.step(range(len(ks)), ks, where="mid", marker="o")
+    ax.set_xlabel("layer (0 = shallowest)")
+    ax.set_ylabel("clusters K")
+    ax.set_ylim(0.5, n_clients + 0.5)
+    ax.set_xticks(range(len(ks)))
+    ax.grid(alpha=0.3)
+    ax.set_title(title or "clusters per layer")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_accuracy(results: Mapping[str, Any], path: Path) -> None:
+    rows = [r for r in results["rounds"] if r["mean_accuracy"] is not None]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(
+        [r["round"] + 1 for r in rows],
+        [r["mean_accuracy"] for r in rows],
+        marker="o",
+        label=results["method"],
+    )
+    ax.set_xlabel("round")
+    ax.set_ylabel("mean personalised accuracy")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_plots(results: Mapping[str, Any], out: Path) -> list[Path]:
+    """Every picture that fits these results; returns the files written."""
+    written = [out / "accuracy.png"]
+    plot_accuracy(results, written[0])
+    topology = results.get("topology")
+    if topology is not None:
+        n = len(results["clients"])
+        plot_k_per_layer(topology, out / "k_per_layer.png", n)
+        written.append(out / "k_per_layer.png")
+        if topology.get("linkage") is not None and n > 1:
+            labels = [f"c{c['id']}\n" + "/".join(map(str, c["label_counts"])) for c in results["clients"]]
+            plot_tree(topology, out / "tree.png", labels)
+            written.append(out / "tree.png")
+    return written

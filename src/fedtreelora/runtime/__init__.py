@@ -1,0 +1,1 @@
+"""Runtimes drive a method's rounds; the embedded one runs every client in this process."""

@@ -1,0 +1,60 @@
+"""The command line on the packaged MiniLM: the smoke example, methods list, and one-line errors."""
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SST2 = ROOT.parent / "shared" / "data" / "glue" / "sst2"
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "fedtreelora", *args], cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
+
+
+@pytest.mark.skipif(not SST2.exists(), reason="needs ../shared/data beside the checkout")
+def test_smoke_example_writes_results_and_plots(tmp_path: Path) -> None:
+    start = time.perf_counter()
+    proc = cli("run", "--config", "examples/smoke.toml", "--out", str(tmp_path))
+    elapsed = time.perf_counter() - start
+    assert proc.returncode == 0, proc.stderr
+    res = json.loads((tmp_path / "results.json").read_text())
+    assert res["method"] == "fedtreelora" and res["topology"] is not None
+    ks = res["topology"]["k_per_layer"]
+    assert len(ks) == 6 and ks == sorted(ks)  # MiniLM has 6 layers
+    for png in ("tree.png", "k_per_layer.png", "accuracy.png"):
+        assert (tmp_path / png).stat().st_size > 1000
+    assert elapsed < 60
+
+
+def test_methods_lists_every_registered_method() -> None:
+    from fedtreelora.methods import REGISTRY
+
+    proc = cli("methods")
+    assert proc.returncode == 0
+    for name in REGISTRY:
+        assert name in proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--set", "train.lr=oops"], "train.lr: must be a number"),
+        (["--set", "fedtreelora.linkage=ward"], "fedtreelora.linkage: must be one of"),
+        (["--config", "missing.toml"], "--config: no such file"),
+        (["--set", "data.dir='/nonexistent'"], "data.dir"),
+        (["--set", "data.n_train=100000"], "data.n_train"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, args: list[str], needle: str) -> None:
+    proc = cli("run", *args, "--out", str(tmp_path / "x"))
+    assert proc.returncode == 2
+    assert needle in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert len([line for line in proc.stderr.splitlines() if line.strip()]) == 1

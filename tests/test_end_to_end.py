@@ -1,0 +1,105 @@
+"""Full runs of the embedded runtime on a tiny random BERT."""
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from fedtreelora.config import load_config
+from fedtreelora.methods import REGISTRY, options_for
+from fedtreelora.runtime.embedded import run
+from fedtreelora.topology import cut
+
+CONTRACT = {
+    "method",
+    "seed",
+    "config",
+    "rounds",
+    "clients",
+    "mean_accuracy",
+    "topology",
+    "timing",
+    "communication",
+}
+
+
+def tiny_run(model: Path, data: Path, *sets: str) -> dict[str, Any]:
+    base = [
+        f"model.name='{model}'",
+        f"data.dir='{data}'",
+        "data.n_clients=4",
+        "data.n_train=12",
+        "data.n_test=8",
+        "federation.rounds=3",
+        "federation.eval_every=1",
+        "train.batch_size=4",
+        "fedtreelora.warmup_rounds=1",
+        "model.max_length=16",
+    ]
+    return run(load_config(None, [*base, *sets], options_for()))
+
+
+def check_contract(res: dict[str, Any]) -> None:
+    assert set(res) >= CONTRACT
+    assert [r["round"] for r in res["rounds"]] == list(range(len(res["rounds"])))
+    for r in res["rounds"]:
+        assert r["phase"] in ("warmup", "federated", "local")
+        assert isinstance(r["train_loss"], float) and r["seconds"] >= 0
+    assert all({"id", "n_train", "n_test", "accuracy"} <= set(c) for c in res["clients"])
+    assert 0.0 <= res["mean_accuracy"] <= 1.0
+    assert set(res["timing"]) >= {
+        "topology_seconds",
+        "aggregation_seconds_mean",
+        "train_seconds_total",
+        "total_seconds",
+    }
+    assert set(res["communication"]) == {"upload_bytes", "download_bytes"}
+
+
+def check_tree(topology: dict[str, Any], n_clients: int) -> None:
+    ks = topology["k_per_layer"]
+    assert ks == sorted(ks), "K never decreases with depth"
+    z = np.asarray(topology["linkage"])
+    for k, part in zip(ks, topology["partitions"], strict=True):
+        assert len(part) == n_clients and len(set(part)) == k
+        assert list(cut(z, k)) == part, "every layer's partition is a cut of the one tree"
+
+
+def test_fedtreelora_runs_and_keeps_the_contract(tiny_bert: Path, tiny_task: Path) -> None:
+    res = tiny_run(tiny_bert, tiny_task)
+    check_contract(res)
+    assert [r["phase"] for r in res["rounds"]] == ["warmup", "federated", "federated"]
+    check_tree(res["topology"], 4)
+    assert res["communication"]["upload_bytes"] > 0 and res["communication"]["download_bytes"] > 0
+
+
+def test_same_seed_same_numbers(tiny_bert: Path, tiny_task: Path) -> None:
+    a = tiny_run(tiny_bert, tiny_task, "seed=3")
+    b = tiny_run(tiny_bert, tiny_task, "seed=3")
+    assert [r["train_loss"] for r in a["rounds"]] == [r["train_loss"] for r in b["rounds"]]
+    assert [c["accuracy"] for c in a["clients"]] == [c["accuracy"] for c in b["clients"]]
+    assert a["topology"] == b["topology"]
+
+
+@pytest.mark.parametrize("clustering", ["fixed", "independent"])
+def test_clustering_ablations_run(tiny_bert: Path, tiny_task: Path, clustering: str) -> None:
+    res = tiny_run(tiny_bert, tiny_task, f"fedtreelora.clustering='{clustering}'", "fedtreelora.fixed_k=2")
+    check_contract(res)
+    if clustering == "fixed":
+        assert set(res["topology"]["k_per_layer"]) == {2}
+
+
+@pytest.mark.parametrize("method", sorted(REGISTRY))
+def test_every_method_runs_two_rounds(tiny_bert: Path, tiny_task: Path, method: str) -> None:
+    res = tiny_run(tiny_bert, tiny_task, f"method='{method}'", "federation.rounds=2")
+    check_contract(res)
+    assert len(res["rounds"]) == 2
+
+
+def test_trainable_head_stays_local(tiny_bert: Path, tiny_task: Path) -> None:
+    res = tiny_run(tiny_bert, tiny_task, "model.train_head=true", "method='fedit'", "federation.rounds=2")
+    frozen = tiny_run(tiny_bert, tiny_task, "method='fedit'", "federation.rounds=2")
+    # the head never travels: the same traffic with or without it
+    assert res["communication"] == frozen["communication"]
+    assert res["rounds"][-1]["train_loss"] != frozen["rounds"][-1]["train_loss"]
