@@ -3,7 +3,8 @@
 import torch
 from torch import nn
 
-from fedtreelora.adapters import AdapterHost, LoRALinear, init_lora, mix_scalar, rename_expert
+from fedtreelora.adapters import AdapterHost, LoRALinear, init_lora, rename_expert
+from fedtreelora.mixers import Scalar, Sum
 
 
 class Tiny(nn.Module):
@@ -23,7 +24,7 @@ class Tiny(nn.Module):
 def test_single_expert_is_plain_lora() -> None:
     torch.manual_seed(0)
     base = nn.Linear(4, 3)
-    mod = LoRALinear(base, scaling=2.0, dropout=0.0)
+    mod = LoRALinear(base, lora_alpha=4.0, dropout=0.0)  # rank 2 -> scaling 2
     a, b = torch.randn(2, 4), torch.randn(3, 2)
     mod.experts = {"lora": (a, b)}
     x = torch.randn(5, 4)
@@ -32,16 +33,16 @@ def test_single_expert_is_plain_lora() -> None:
 
 def test_scalar_mixer_weights_external_by_sigmoid() -> None:
     base = nn.Linear(4, 3)
-    mod = LoRALinear(base, scaling=1.0, dropout=0.0)
+    mod = LoRALinear(base, lora_alpha=1.0, dropout=0.0)
     mod.layer_params = {"alpha": torch.tensor(0.0), "alpha_2": torch.tensor(100.0)}
     c, e, e2 = torch.ones(5, 3), torch.full((5, 3), 2.0), torch.full((5, 3), 3.0)
-    out = mix_scalar(torch.zeros(5, 4), {"cluster": c, "external": e, "external_2": e2}, mod)
+    out = Scalar()(torch.zeros(5, 4), {"cluster": c, "external": e, "external_2": e2}, mod)
     assert torch.allclose(out, c + 0.5 * e + 1.0 * e2)
 
 
 def test_host_wraps_numbered_targets_and_round_trips_state() -> None:
     model = Tiny()
-    host = AdapterHost(model, ["query", "value"], rank=2, lora_alpha=4, dropout=0.0)
+    host = AdapterHost(model, ["query", "value"], lora_alpha=4, dropout=0.0)
     assert [m.key for m in host.modules] == [
         "layers.0.query",
         "layers.0.value",
@@ -51,7 +52,7 @@ def test_host_wraps_numbered_targets_and_round_trips_state() -> None:
     assert host.n_layers == 2
     state = init_lora(host.modules, 2, "cluster", seed=0)
     state["layers.1.mix.alpha"] = torch.tensor(0.3)
-    train = host.load(state, lambda n: n.endswith(".B"), "scalar")
+    train = host.load(state, lambda n: n.endswith(".B"), Scalar())
     assert len(train) == 4 and all(p.requires_grad for p in train)
     back = host.state()
     assert set(back) == set(state)
@@ -63,15 +64,15 @@ def test_host_wraps_numbered_targets_and_round_trips_state() -> None:
 def test_backbone_never_holds_client_tensors() -> None:
     model = Tiny()
     n_before = len(model.state_dict())
-    host = AdapterHost(model, ["query"], rank=2, lora_alpha=2, dropout=0.0)
-    host.load(init_lora(host.modules, 2, "lora", 1), lambda n: True, "sum")
+    host = AdapterHost(model, ["query"], lora_alpha=2, dropout=0.0)
+    host.load(init_lora(host.modules, 2, "lora", 1), lambda n: True, Sum())
     assert len(model.state_dict()) == n_before  # wrapped weights only moved under .base
     assert all(not p.requires_grad for p in model.parameters())
 
 
 def test_init_is_shared_by_seed_and_b_is_zero() -> None:
     model = Tiny()
-    host = AdapterHost(model, ["query"], rank=2, lora_alpha=2, dropout=0.0)
+    host = AdapterHost(model, ["query"], lora_alpha=2, dropout=0.0)
     a = init_lora(host.modules, 2, "lora", seed=7)
     b = init_lora(host.modules, 2, "lora", seed=7)
     assert all(torch.equal(a[k], b[k]) for k in a)

@@ -8,6 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from fedtreelora.config import load_config
+from fedtreelora.methods import REGISTRY, options_for
+from fedtreelora.runtime.embedded import run
+
 ROOT = Path(__file__).resolve().parents[1]
 SST2 = ROOT.parent / "shared" / "data" / "glue" / "sst2"
 
@@ -34,8 +38,6 @@ def test_smoke_example_writes_results_and_plots(tmp_path: Path) -> None:
 
 
 def test_methods_lists_every_registered_method() -> None:
-    from fedtreelora.methods import REGISTRY
-
     proc = cli("methods")
     assert proc.returncode == 0
     for name in REGISTRY:
@@ -58,3 +60,21 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, args: list[str], needl
     assert needle in proc.stderr
     assert "Traceback" not in proc.stderr
     assert len([line for line in proc.stderr.splitlines() if line.strip()]) == 1
+
+
+VARIANTS = [
+    *[[f"method={name}"] for name in sorted(REGISTRY)],
+    ["method=ffa", "ffa.rank_factor=2"],
+    *[[f"fedtreelora.interaction={v}"] for v in ("isolationist", "decomposed", "router")],
+    *[[f"fedtreelora.clustering={v}"] for v in ("fixed", "independent")],
+    ["fedtreelora.distance=cosine"],
+]
+
+
+@pytest.mark.skipif(not SST2.exists(), reason="needs ../shared/data beside the checkout")
+@pytest.mark.parametrize("sets", VARIANTS, ids=[" ".join(v) for v in VARIANTS])
+def test_smoke_example_runs_every_method_and_variant(sets: list[str]) -> None:
+    cfg = load_config(ROOT / "examples" / "smoke.toml", sets, options_for())
+    res = run(cfg)
+    assert 0.0 <= res["mean_accuracy"] <= 1.0
+    assert res["params"]["trainable"] > 0

@@ -35,6 +35,7 @@ def tiny_run(model: Path, data: Path, *sets: str) -> dict[str, Any]:
         "federation.eval_every=1",
         "train.batch_size=4",
         "fedtreelora.warmup_rounds=1",
+        "fedlease.warmup_rounds=1",
         "model.max_length=16",
     ]
     return run(load_config(None, [*base, *sets], options_for()))
@@ -103,3 +104,45 @@ def test_trainable_head_stays_local(tiny_bert: Path, tiny_task: Path) -> None:
     # the head never travels: the same traffic with or without it
     assert res["communication"] == frozen["communication"]
     assert res["rounds"][-1]["train_loss"] != frozen["rounds"][-1]["train_loss"]
+
+
+@pytest.mark.parametrize(
+    "sets",
+    [
+        ("fedtreelora.interaction='isolationist'",),
+        ("fedtreelora.interaction='decomposed'", "fedtreelora.clustering='fixed'", "fedtreelora.fixed_k=3"),
+        ("fedtreelora.interaction='router'",),
+        ("fedtreelora.distance='cosine'",),
+        ("method='ffa'", "ffa.rank_factor=2"),
+    ],
+    ids=["isolationist", "decomposed", "router", "cosine", "ffa-2r"],
+)
+def test_variants_and_ablations_run(tiny_bert: Path, tiny_task: Path, sets: tuple[str, ...]) -> None:
+    res = tiny_run(tiny_bert, tiny_task, *sets)
+    check_contract(res)
+    assert res["params"]["trainable"] > 0
+
+
+def test_traffic_follows_each_methods_protocol(tiny_bert: Path, tiny_task: Path) -> None:
+    """FedSA uploads only A; FFA downloads only B; local sends nothing; isolationist < scalar downloads."""
+    r = 8  # model.rank
+    lora = 4 * 2 * (r * 32 + 32 * r)  # 4 layers x (query, value) x (A + B) numbers on the tiny BERT
+    results = {
+        name: tiny_run(tiny_bert, tiny_task, *sets)
+        for name, sets in {
+            "fedit": ("method='fedit'",),
+            "fedsa": ("method='fedsa'",),
+            "ffa": ("method='ffa'",),
+            "local": ("method='local'",),
+        }.items()
+    }
+    per_round = {name: res["params"]["communicated_per_round"] for name, res in results.items()}
+    assert per_round["fedit"] == 2 * lora  # down + up
+    assert per_round["fedsa"] == lora  # A down, A up
+    assert per_round["ffa"] == lora  # B down, B up
+    assert per_round["local"] == 0
+    assert results["local"]["communication"] == {"upload_bytes": 0, "download_bytes": 0}
+    iso = tiny_run(tiny_bert, tiny_task, "fedtreelora.interaction='isolationist'", "fedtreelora.tau=-1")
+    scalar = tiny_run(tiny_bert, tiny_task, "fedtreelora.tau=-1")
+    assert iso["communication"]["upload_bytes"] == scalar["communication"]["upload_bytes"]
+    assert iso["communication"]["download_bytes"] < scalar["communication"]["download_bytes"]

@@ -25,41 +25,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from .mixers import Mixer, Sum
+
 State = dict[str, Tensor]
-# A mixer turns the per-expert LoRA outputs of one module into the single delta added to W0 x.
-Mixer = Callable[[Tensor, Mapping[str, Tensor], "LoRALinear"], Tensor]
-MIXERS: dict[str, Mixer] = {}
-
-
-def register_mixer(name: str) -> Callable[[Mixer], Mixer]:
-    """Make a forward rule available to methods by name (``Method.mixer``)."""
-
-    def deco(fn: Mixer) -> Mixer:
-        MIXERS[name] = fn
-        return fn
-
-    return deco
-
-
-@register_mixer("sum")
-def mix_sum(x: Tensor, deltas: Mapping[str, Tensor], module: LoRALinear) -> Tensor:
-    """Plain LoRA (one expert) or an unweighted sum of experts."""
-    return torch.stack(list(deltas.values())).sum(0) if len(deltas) > 1 else next(iter(deltas.values()))
-
-
-@register_mixer("scalar")
-def mix_scalar(x: Tensor, deltas: Mapping[str, Tensor], module: LoRALinear) -> Tensor:
-    """FedTreeLoRA: ``cluster + sigmoid(a) * external`` with a learnable scalar shared by the layer's modules.
-
-    Every expert named ``external{suffix}`` is weighted by ``sigmoid(layers.l.mix.alpha{suffix})``, so the
-    decomposed variant (one external expert per other cluster) is the same rule.
-    """
-    out = deltas["cluster"]
-    for name, delta in deltas.items():
-        if name.startswith("external"):
-            logit = module.layer_params["alpha" + name.removeprefix("external")]
-            out = out + torch.sigmoid(logit) * delta
-    return out
 
 
 @dataclass(frozen=True)
@@ -74,14 +42,17 @@ class AdaptedModule:
 
 
 class LoRALinear(nn.Module):
-    """``h = W0 x + mixer({name: s * B_name A_name dropout(x)})``; W0 stays frozen."""
+    """``h = W0 x + mixer({name: s * B_name A_name dropout(x)})``, ``s = lora_alpha / rank``; W0 stays frozen.
 
-    def __init__(self, base: nn.Linear, scaling: float, dropout: float) -> None:
+    The rank is read off each expert's A, so experts of different ranks (FFA-LoRA at 2r) need no setting.
+    """
+
+    def __init__(self, base: nn.Linear, lora_alpha: float, dropout: float) -> None:
         super().__init__()
         self.base = base
-        self.scaling = scaling
+        self.lora_alpha = lora_alpha
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-        self.mixer: Mixer = mix_sum
+        self.mixer: Mixer = Sum()
         # Plain dicts on purpose: client tensors must not enter the backbone's state_dict or parameters().
         self.experts: dict[str, tuple[Tensor, Tensor]] = {}
         self.params: dict[str, Tensor] = {}  # module-level extras (routers)
@@ -92,7 +63,10 @@ class LoRALinear(nn.Module):
         if not self.experts:
             return out
         h = self.dropout(x)
-        deltas = {name: (h @ a.T) @ b.T * self.scaling for name, (a, b) in self.experts.items()}
+        deltas = {
+            name: (h @ a.T) @ b.T * (self.lora_alpha / a.shape[0])  # (..., d_in) -> (..., r) -> (..., d_out)
+            for name, (a, b) in self.experts.items()
+        }
         return out + self.mixer(h, deltas, self)
 
 
@@ -120,13 +94,11 @@ class AdapterHost:
         self,
         model: nn.Module,
         targets: list[str],
-        rank: int,
         lora_alpha: float,
         dropout: float,
         head: Mapping[str, nn.Parameter] | None = None,
     ) -> None:
         self.model = model
-        self.rank = rank
         found = _find_targets(model, targets)
         missing = set(targets) - {t for _, _, t, _ in found}
         if missing:
@@ -137,7 +109,7 @@ class AdapterHost:
         self.wrapped: dict[str, LoRALinear] = {}
         self.modules: list[AdaptedModule] = []
         for path, layer, target, linear in sorted(found, key=lambda f: (f[1], targets.index(f[2]))):
-            wrapper = LoRALinear(linear, lora_alpha / rank, dropout)
+            wrapper = LoRALinear(linear, lora_alpha, dropout)
             parent_path, _, leaf = path.rpartition(".")
             setattr(model.get_submodule(parent_path), leaf, wrapper)
             key = f"layers.{layer}.{target}"
@@ -151,12 +123,13 @@ class AdapterHost:
     def initial_head(self) -> State:
         return {f"head.{n}": p.detach().clone() for n, p in self.head.items()}
 
-    def load(self, state: Mapping[str, Tensor], trainable: Callable[[str], bool], mixer: str) -> list[Tensor]:
-        """Attach ``state`` to the model; return the tensors that train (in a stable order)."""
-        mix = MIXERS[mixer]
+    def load(
+        self, state: Mapping[str, Tensor], trainable: Callable[[str], bool], mixer: Mixer
+    ) -> list[Tensor]:
+        """Attach ``state`` to the model with forward rule ``mixer``; return the tensors that train."""
         layer_params: dict[int, dict[str, Tensor]] = {}
         for wrapper in self.wrapped.values():
-            wrapper.experts, wrapper.params, wrapper.mixer = {}, {}, mix
+            wrapper.experts, wrapper.params, wrapper.mixer = {}, {}, mixer
         train: list[Tensor] = []
         pending: dict[tuple[str, str], dict[str, Tensor]] = {}  # (module key, expert) -> {"A": .., "B": ..}
         for name in sorted(state):
@@ -228,8 +201,3 @@ def rename_expert(state: Mapping[str, Tensor], old: str, new: str) -> State:
         if prefix and tail in ("A", "B"):
             out[f"{prefix}.{new}.{tail}"] = t
     return out
-
-
-def nbytes(state: Mapping[str, Tensor]) -> int:
-    """Bytes on the wire for a state (raw tensor payload)."""
-    return sum(t.numel() * t.element_size() for t in state.values())

@@ -101,13 +101,15 @@ def _run_with_progress(cfg: RunConfig) -> dict[str, Any]:
 
 @app.command()
 def methods() -> None:
-    """List every method and its options."""
+    """List every method, and the variants its options select."""
     from .methods import REGISTRY
 
-    console = Console()
     for name in sorted(REGISTRY):
         cls = REGISTRY[name]
-        console.print(f"[bold]{name:<12}[/] {cls.summary}")
+        typer.echo(f"{name:<12} {cls.summary}")
+        for option, choices in getattr(cls.Options, "VARIANTS", {}).items():
+            for choice, text in choices.items():
+                typer.echo(f"  --set {name}.{option}={choice}".ljust(46) + text)
 
 
 def main() -> None:

@@ -15,7 +15,7 @@ from torch import Tensor
 
 from .adapters import AdapterHost, State
 from .config import TrainConfig
-from .methods.base import ClientPlan
+from .methods.base import ClientPlan, Method
 from .tasks import ClassificationTask, Encoded
 from .training import TrainStats, train_local
 
@@ -34,22 +34,25 @@ def client_round(
     host: AdapterHost,
     task: ClassificationTask,
     data: Encoded,
+    method: Method,
     plan: ClientPlan,
-    mixer: str,
     kept: Mapping[str, Tensor],
     payload: Mapping[str, Tensor],
     cfg: TrainConfig,
     seed: int,
 ) -> ClientResult:
-    """Train one client for ``cfg.local_epochs`` epochs; ``seed`` fixes data order and dropout."""
+    """Train one client for ``cfg.local_epochs`` epochs per stage; ``seed`` fixes data order and dropout."""
     start = time.perf_counter()
-    state = {**kept, **payload}
-    params = host.load(state, plan.matcher(plan.train + HEAD), mixer)
+    state = method.client_state(kept, payload)
     torch.manual_seed(seed)  # dropout masks: the same seed gives the same numbers in any process
     order = torch.Generator().manual_seed(seed)
-    epochs = (task.batches(data, cfg.batch_size, order) for _ in range(cfg.local_epochs))
-    stats = train_local(host.model, params, epochs, cfg.lr, cfg.weight_decay)
-    new = host.state()
+    stages = [plan.train, plan.then_train] if plan.then_train else [plan.train]
+    for patterns in stages:
+        params = host.load(state, plan.matcher(patterns + HEAD), method.mixer)
+        epochs = (task.batches(data, cfg.batch_size, order) for _ in range(cfg.local_epochs))
+        stats = train_local(host.model, params, epochs, cfg.lr, cfg.weight_decay)
+        state = host.state()
+    new = state
     return ClientResult(
         upload=plan.select(new, plan.upload),
         keep=plan.select(new, plan.keep + HEAD),
@@ -62,11 +65,11 @@ def client_evaluate(
     host: AdapterHost,
     task: ClassificationTask,
     data: Encoded,
-    mixer: str,
+    method: Method,
     kept: Mapping[str, Tensor],
     payload: Mapping[str, Tensor],
     batch_size: int,
 ) -> float:
     """Score the client's personalised model: what it kept plus what the server would send it now."""
-    host.load({**kept, **payload}, lambda name: False, mixer)
+    host.load(method.client_state(kept, payload), lambda name: False, method.mixer)
     return task.score(host.model, data, batch_size)

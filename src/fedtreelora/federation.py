@@ -46,7 +46,7 @@ def prepare(cfg: RunConfig) -> Federation:
     m = cfg.model
     model, tokenizer, head = load_classifier(m.name, label_count(tasks), cfg.seed, m.head_init_std or None)
     try:
-        host = AdapterHost(model, m.targets, m.rank, m.lora_alpha, m.dropout, head if m.train_head else None)
+        host = AdapterHost(model, m.targets, m.lora_alpha, m.dropout, head if m.train_head else None)
     except ValueError as err:
         raise ConfigError(str(err)) from err
     task = ClassificationTask(tokenizer, m.max_length)

@@ -31,6 +31,7 @@ def build_results(
     topology: Topology | None,
     timing: dict[str, float],
     communication: dict[str, int],
+    params: dict[str, int],
 ) -> dict[str, Any]:
     rows = [
         {
@@ -55,4 +56,5 @@ def build_results(
         "topology": topology.to_json() if topology is not None else None,
         "timing": timing,
         "communication": communication,
+        "params": params,
     }

@@ -15,9 +15,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
+import numpy as np
+import torch
 from torch import Tensor
 
 from ..adapters import AdaptedModule, State
+from ..config import check
+from ..mixers import Mixer, Sum
 
 if TYPE_CHECKING:
     from ..config import RunConfig
@@ -34,6 +38,7 @@ class ClientPlan:
     train: tuple[str, ...]  # tensors that receive gradients
     upload: tuple[str, ...] = ()  # tensors sent back to the server after training
     keep: tuple[str, ...] = ()  # tensors the client stores for its next round
+    then_train: tuple[str, ...] = ()  # a second stage of local epochs on these (FedDPA: local, then global)
 
     @staticmethod
     def matcher(patterns: Sequence[str]) -> Callable[[str], bool]:
@@ -42,6 +47,26 @@ class ClientPlan:
     def select(self, state: Mapping[str, Tensor], patterns: Sequence[str]) -> State:
         match = self.matcher(patterns)
         return {k: v for k, v in state.items() if match(k)}
+
+
+def warmup_plan(rnd: int, warmup_rounds: int, expert: str, keep_after: tuple[str, ...] = ()) -> ClientPlan:
+    """Local training of one expert; its A and B are uploaded once, at the end of the last warmup round.
+
+    After that upload the client keeps only ``keep_after``: the server answers with the experts it built.
+    """
+    own = (f"*.{expert}.*",)
+    last = rnd == warmup_rounds - 1
+    return ClientPlan("warmup", train=own, upload=own if last else (), keep=keep_after if last else own)
+
+
+def check_warmup(section: str, warmup_rounds: int, rounds: int) -> None:
+    """Warmups count inside the round budget and must leave at least one federated round."""
+    check(warmup_rounds >= 1, f"{section}.warmup_rounds", "must be >= 1 (clustering needs warmup LoRAs)")
+    check(
+        warmup_rounds < rounds,
+        f"{section}.warmup_rounds",
+        f"must be < federation.rounds ({rounds}) so that federated rounds remain",
+    )
 
 
 @dataclass(frozen=True)
@@ -61,8 +86,21 @@ class Layout:
     def n_layers(self) -> int:
         return len({m.layer for m in self.modules})
 
+    @property
+    def layers(self) -> list[int]:
+        return sorted({m.layer for m in self.modules})
+
     def layer_keys(self, layer: int) -> list[str]:
         return [m.key for m in self.modules if m.layer == layer]
+
+    def b_rows(self, states: Sequence[Mapping[str, Tensor]], expert: str) -> list[np.ndarray]:
+        """Per layer an (N, D_l) array; row i = client i's B matrices of the layer, flattened."""
+        out = []
+        for layer in self.layers:
+            keys = [f"{key}.{expert}.B" for key in self.layer_keys(layer)]
+            rows = [torch.cat([s[k].reshape(-1) for k in keys]) for s in states]
+            out.append(torch.stack(rows).to(torch.float64).numpy())
+        return out
 
 
 @dataclass
@@ -76,7 +114,7 @@ class Method(ABC):
     name: ClassVar[str]
     summary: ClassVar[str]  # one line for ``fedtreelora methods``
     Options: ClassVar[type] = NoOptions
-    mixer: str = "sum"  # the forward rule (adapters.MIXERS) that combines this method's experts
+    mixer: Mixer = Sum()  # the forward rule that combines this method's experts on every module
 
     def __init__(self, options: Any, layout: Layout, clients: Sequence[ClientInfo], rounds: int, seed: int):
         self.options = options
@@ -103,6 +141,16 @@ class Method(ABC):
     @abstractmethod
     def aggregate(self, rnd: int, uploads: Mapping[int, State]) -> None:
         """Fold the clients' uploads of round ``rnd`` into the server state."""
+
+    def client_state(self, kept: Mapping[str, Tensor], payload: Mapping[str, Tensor]) -> State:
+        """Client side: the state to train or score, from what the client kept and what it received."""
+        return {**kept, **payload}
+
+    def trainable_count(self, rnd: int, state: Mapping[str, Tensor]) -> int:
+        """Parameters a client trains in round ``rnd`` (for the parameter table)."""
+        plan = self.plan(rnd)
+        match = ClientPlan.matcher(plan.train + plan.then_train)
+        return sum(t.numel() for k, t in state.items() if match(k))
 
     def topology(self) -> Topology | None:
         return None

@@ -5,6 +5,10 @@ their LoRA, the server builds the topology once from the B matrices and the firs
 LoRAs. Every later round a client receives, per layer, its cluster expert (trainable) and the external
 expert (frozen average of everyone outside its cluster), trains them with its private mixing scalar
 ``alpha_i^l`` (kept in [0, 1] by a sigmoid, logit 0 = 0.5), and uploads the cluster expert.
+
+Interaction variants change only what is sent beside the cluster expert and the forward rule:
+``isolationist`` sends no external expert, ``decomposed`` sends one frozen expert per other cluster of the
+layer (each with its own scalar), ``router`` replaces the scalar by a per-module softmax gate.
 """
 
 from __future__ import annotations
@@ -12,19 +16,22 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-import numpy as np
 import torch
+from torch import Tensor
 
-from ..adapters import State, init_lora
+from ..adapters import State, init_lora, rename_expert
 from ..aggregation import cluster_and_complement_averages
 from ..config import check
+from ..mixers import Gate, Mixer, Scalar
 from ..topology import Topology, build_topology
-from .base import ClientInfo, ClientPlan, Layout, Method, register
+from .base import ClientInfo, ClientPlan, Layout, Method, check_warmup, register, warmup_plan
 
 if TYPE_CHECKING:
     from ..config import RunConfig
+
+Interaction = Literal["scalar", "isolationist", "decomposed", "router"]
 
 
 @dataclass
@@ -36,21 +43,29 @@ class FedTreeLoRAOptions:
     linkage: Literal["single", "complete", "average", "weighted"] = "average"
     clustering: Literal["adaptive", "fixed", "independent"] = "adaptive"  # the last two are ablations
     fixed_k: int = 2  # clustering = "fixed": every layer uses cut(fixed_k)
-    interaction: Literal["scalar"] = "scalar"
+    interaction: Interaction = "scalar"
+
+    VARIANTS: ClassVar[dict[str, dict[str, str]]] = {
+        "interaction": {
+            "scalar": "cluster expert + sigmoid(alpha) x frozen external expert (default)",
+            "isolationist": "cluster expert only; no external expert",
+            "decomposed": "one frozen external expert per other cluster, each with its own scalar",
+            "router": "per-module softmax router over {cluster, external} instead of the scalar",
+        },
+        "clustering": {
+            "adaptive": "layer-wise K along the one global tree (default)",
+            "fixed": "ablation: every layer uses cut(fixed_k) of the global tree",
+            "independent": "ablation: a separate tree and K per layer, no monotonicity",
+        },
+        "distance": {"frobenius": "||B_i - B_j||_F (default)", "cosine": "1 - cos(B_i, B_j)"},
+    }
 
     def validate(self) -> None:
-        check(
-            self.warmup_rounds >= 1, "fedtreelora.warmup_rounds", "must be >= 1 (the tree needs warmup LoRAs)"
-        )
         check(self.w >= 0, "fedtreelora.w", f"must be >= 0 (got {self.w})")
         check(self.fixed_k >= 1, "fedtreelora.fixed_k", f"must be >= 1 (got {self.fixed_k})")
 
     def check_run(self, cfg: RunConfig) -> None:
-        check(
-            self.warmup_rounds < cfg.federation.rounds,
-            "fedtreelora.warmup_rounds",
-            f"must be < federation.rounds ({cfg.federation.rounds}) so that federated rounds remain",
-        )
+        check_warmup("fedtreelora", self.warmup_rounds, cfg.federation.rounds)
         check(
             self.clustering != "fixed" or self.fixed_k <= cfg.data.n_clients,
             "fedtreelora.fixed_k",
@@ -63,34 +78,41 @@ class FedTreeLoRA(Method):
     name = "fedtreelora"
     summary = "global client tree + layer-wise K; cluster expert mixed with a frozen external expert"
     Options = FedTreeLoRAOptions
-    mixer = "scalar"
 
     def __init__(self, options: Any, layout: Layout, clients: Sequence[ClientInfo], rounds: int, seed: int):
         super().__init__(options, layout, clients, rounds, seed)
         self.opt: FedTreeLoRAOptions = options
-        self.layers = sorted({m.layer for m in layout.modules})
+        self.mixer: Mixer = Gate("cluster", "external") if self.opt.interaction == "router" else Scalar()
+        self.layers = layout.layers
         self._topology: Topology | None = None
+        self._position: dict[int, int] = {}
         # Per layer (position in self.layers) and cluster: averaged tensors under their upload names.
         self._cluster: list[list[State]] = []
         self._external: list[list[State | None]] = []
 
     def init_client_state(self, client_id: int) -> State:
-        state = init_lora(self.layout.modules, self.layout.rank, "cluster", self.seed)
-        for layer in self.layers:
-            state[f"layers.{layer}.mix.alpha"] = torch.zeros(())  # sigmoid(0) = 0.5
-        return state
+        return init_lora(self.layout.modules, self.layout.rank, "cluster", self.seed)
 
     def plan(self, rnd: int) -> ClientPlan:
-        warmup = self.opt.warmup_rounds
-        if rnd < warmup:
-            # Clients upload their warmup LoRA once, at the end of the warmup.
-            upload = ("*.cluster.*",) if rnd == warmup - 1 else ()
-            return ClientPlan(
-                "warmup", train=("*.cluster.*",), upload=upload, keep=("*.cluster.*", "*.mix.*")
-            )
-        return ClientPlan(
-            "federated", train=("*.cluster.*", "*.mix.*"), upload=("*.cluster.*",), keep=("*.mix.*",)
-        )
+        mixing = ("*.mix.*", "*.router.*")  # alpha(s) or routers: trained, never uploaded
+        if rnd < self.opt.warmup_rounds:
+            return warmup_plan(rnd, self.opt.warmup_rounds, "cluster", keep_after=mixing)
+        return ClientPlan("federated", train=("*.cluster.*", *mixing), upload=("*.cluster.*",), keep=mixing)
+
+    def client_state(self, kept: Mapping[str, Tensor], payload: Mapping[str, Tensor]) -> State:
+        """Create a client's mixing parameters the first time it receives the experts they weight."""
+        state = {**kept, **payload}
+        for name, tensor in payload.items():
+            head, _, leaf = name.rpartition(".")
+            if leaf != "A" or ".external" not in head:
+                continue
+            module, _, expert = head.rpartition(".")  # layers.l.t, external{suffix}
+            layer = module.rsplit(".", 1)[0]  # layers.l
+            if self.opt.interaction == "router":
+                state.setdefault(f"{module}.router.weight", torch.zeros(2, tensor.shape[1]))
+            else:
+                state.setdefault(f"{layer}.mix.alpha{expert.removeprefix('external')}", torch.zeros(()))
+        return state
 
     def payload(self, client_id: int) -> State:
         if self._topology is None:
@@ -100,9 +122,14 @@ class FedTreeLoRA(Method):
         for li, partition in enumerate(self._topology.partitions):
             c = partition[pos]
             out.update(self._cluster[li][c])
-            external = self._external[li][c]
-            if external is not None:
-                out.update({k.replace(".cluster.", ".external."): v for k, v in external.items()})
+            if self.opt.interaction == "isolationist":
+                continue
+            if self.opt.interaction == "decomposed":
+                for other, expert in enumerate(self._cluster[li]):
+                    if other != c:
+                        out.update(rename_expert(expert, "cluster", f"external_{other}"))
+            elif (external := self._external[li][c]) is not None:
+                out.update(rename_expert(external, "cluster", "external"))
         return out
 
     def aggregate(self, rnd: int, uploads: Mapping[int, State]) -> None:
@@ -126,15 +153,9 @@ class FedTreeLoRA(Method):
             self._external.append(externals)
 
     def _build_topology(self, states: Sequence[State]) -> Topology:
-        """B_i^l = the flattened concatenation of client i's B matrices of every target module in layer l."""
-        b_layers = []
-        for layer in self.layers:
-            keys = [f"{key}.cluster.B" for key in self.layout.layer_keys(layer)]
-            rows = [torch.cat([s[k].reshape(-1) for k in keys]) for s in states]
-            b_layers.append(torch.stack(rows).numpy().astype(np.float64))  # (N, D_l)
         o = self.opt
         return build_topology(
-            b_layers,
+            self.layout.b_rows(states, "cluster"),
             metric=o.distance,
             linkage=o.linkage,
             clustering=o.clustering,

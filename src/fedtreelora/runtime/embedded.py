@@ -11,7 +11,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ..adapters import State, nbytes
+from ..adapters import State
 from ..client import client_evaluate, client_round
 from ..config import RunConfig
 from ..federation import Federation, prepare
@@ -31,90 +31,90 @@ def client_seed(seed: int, rnd: int, client_id: int) -> int:
     return int(np.random.SeedSequence([seed, rnd, client_id]).generate_state(1)[0])
 
 
+def numel(state: State) -> int:
+    return sum(t.numel() for t in state.values())
+
+
+def nbytes(state: State) -> int:
+    """Bytes on the wire for a state (raw tensor payload)."""
+    return sum(t.numel() * t.element_size() for t in state.values())
+
+
 def run(cfg: RunConfig, observer: Observer | None = None) -> dict[str, Any]:
-    """Run ``cfg`` to the end and return the results dict (see docs/RESULTS_FORMAT.md)."""
+    """Run ``cfg`` to the end and return the results dict (docs/RESULTS_FORMAT.md)."""
     t0 = time.perf_counter()
     fed = prepare(cfg)
-    method, rounds_out = fed.method, []
-    upload_bytes = download_bytes = 0
+    method, rows = fed.method, []
+    traffic = {"upload_bytes": 0, "download_bytes": 0}
     train_seconds, agg_seconds = 0.0, []
     accuracies: dict[int, float] = {}
     for rnd in range(cfg.federation.rounds):
         plan = method.plan(rnd)
         uploads: dict[int, State] = {}
-        losses, weights = [], []
+        losses, samples, round_numel = [], [], 0
         for done, c in enumerate(fed.clients, start=1):
             cid = c.client_id
             payload = method.payload(cid)
-            download_bytes += nbytes(payload)
+            seed = client_seed(cfg.seed, rnd, cid)
             result = client_round(
-                fed.host,
-                fed.task,
-                fed.train[cid],
-                plan,
-                method.mixer,
-                fed.kept[cid],
-                payload,
-                cfg.train,
-                client_seed(cfg.seed, rnd, cid),
+                fed.host, fed.task, fed.train[cid], method, plan, fed.kept[cid], payload, cfg.train, seed
             )
-            fed.kept[cid] = result.keep
-            uploads[cid] = result.upload
-            upload_bytes += nbytes(result.upload)
+            fed.kept[cid], uploads[cid] = result.keep, result.upload
+            traffic["download_bytes"] += nbytes(payload)
+            traffic["upload_bytes"] += nbytes(result.upload)
+            round_numel += numel(payload) + numel(result.upload)
             train_seconds += result.seconds
             losses.append(result.stats.loss)
-            weights.append(result.stats.samples)
+            samples.append(result.stats.samples)
             if observer is not None:
                 observer.client_done(rnd, done, plan.phase)
-        start = time.perf_counter()
+        start, topo_before = time.perf_counter(), method.topology_seconds
         method.aggregate(rnd, uploads)
-        agg_seconds.append(
-            time.perf_counter() - start - method.topology_seconds * (rnd == _topology_round(method))
-        )
-        last = rnd == cfg.federation.rounds - 1
+        # A topology built inside aggregate() is reported on its own, not as aggregation time.
+        agg_seconds.append(time.perf_counter() - start - (method.topology_seconds - topo_before))
         mean_acc = None
-        if last or (rnd + 1) % cfg.federation.eval_every == 0:
+        if rnd == cfg.federation.rounds - 1 or (rnd + 1) % cfg.federation.eval_every == 0:
             accuracies = evaluate(fed)
             mean_acc = statistics.fmean(accuracies.values())
         row = {
             "round": rnd,
             "phase": plan.phase,
-            "train_loss": float(np.average(losses, weights=weights)) if sum(weights) else float("nan"),
+            "train_loss": float(np.average(losses, weights=samples)) if sum(samples) else float("nan"),
             "mean_accuracy": mean_acc,
             "seconds": time.perf_counter() - t0,
         }
-        rounds_out.append(row)
+        rows.append(row)
         if observer is not None:
             observer.round_done(row)
+    first = fed.clients[0].client_id
+    last_round = cfg.federation.rounds - 1
+    params = {
+        "trainable": method.trainable_count(
+            last_round, method.client_state(fed.kept[first], method.payload(first))
+        ),
+        "communicated_per_round": round_numel // len(fed.clients),  # per client, last round, up + down
+    }
     timing = {
         "topology_seconds": method.topology_seconds,
         "aggregation_seconds_mean": statistics.fmean(agg_seconds),
         "train_seconds_total": train_seconds,
         "total_seconds": time.perf_counter() - t0,
     }
-    communication = {"upload_bytes": upload_bytes, "download_bytes": download_bytes}
-    return build_results(cfg, fed.clients, accuracies, rounds_out, method.topology(), timing, communication)
-
-
-def _topology_round(method: Any) -> int:
-    """The round whose aggregate() built the topology (its time is reported separately), or -1."""
-    options = getattr(method, "options", None)
-    warmup = getattr(options, "warmup_rounds", None)
-    return warmup - 1 if isinstance(warmup, int) else -1
+    return build_results(cfg, fed.clients, accuracies, rows, method.topology(), timing, traffic, params)
 
 
 def evaluate(fed: Federation) -> dict[int, float]:
     """Every client scores its personalised model on its own test split."""
-    method = fed.method
+    method, batch = fed.method, fed.cfg.train.eval_batch_size
     return {
         c.client_id: client_evaluate(
             fed.host,
             fed.task,
             fed.test[c.client_id],
-            method.mixer,
+            method,
             fed.kept[c.client_id],
             method.payload(c.client_id),
-            fed.cfg.train.eval_batch_size,
+            batch,
         )
         for c in fed.clients
     }

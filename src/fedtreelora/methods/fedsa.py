@@ -1,0 +1,33 @@
+"""FedSA-LoRA: A is shared (averaged over all clients), B stays with its client."""
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ..adapters import State, init_lora
+from ..aggregation import weighted_average
+from .base import ClientInfo, ClientPlan, Layout, Method, register
+
+
+@register
+class FedSALoRA(Method):
+    name = "fedsa"
+    summary = "FedSA-LoRA: A averaged over all clients (the only upload), B kept local"
+
+    def __init__(self, options: Any, layout: Layout, clients: Sequence[ClientInfo], rounds: int, seed: int):
+        super().__init__(options, layout, clients, rounds, seed)
+        init = init_lora(layout.modules, layout.rank, "lora", seed)
+        self.global_a = {k: v for k, v in init.items() if k.endswith(".A")}
+        self.init_b = {k: v for k, v in init.items() if k.endswith(".B")}
+
+    def init_client_state(self, client_id: int) -> State:
+        return dict(self.init_b)
+
+    def plan(self, rnd: int) -> ClientPlan:
+        return ClientPlan("federated", train=("*.lora.*",), upload=("*.lora.A",), keep=("*.lora.B",))
+
+    def payload(self, client_id: int) -> State:
+        return self.global_a
+
+    def aggregate(self, rnd: int, uploads: Mapping[int, State]) -> None:
+        ids = sorted(uploads)
+        self.global_a = weighted_average([uploads[i] for i in ids], [self.weights[i] for i in ids])
