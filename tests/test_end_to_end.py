@@ -146,3 +146,13 @@ def test_traffic_follows_each_methods_protocol(tiny_bert: Path, tiny_task: Path)
     scalar = tiny_run(tiny_bert, tiny_task, "fedtreelora.tau=-1")
     assert iso["communication"]["upload_bytes"] == scalar["communication"]["upload_bytes"]
     assert iso["communication"]["download_bytes"] < scalar["communication"]["download_bytes"]
+
+
+def test_worker_pool_gives_the_sequential_numbers(tiny_bert: Path, tiny_task: Path) -> None:
+    """Two worker processes (one thread each) reproduce the one-thread sequential run exactly."""
+    sequential = tiny_run(tiny_bert, tiny_task, "train.threads=1")
+    pooled = tiny_run(tiny_bert, tiny_task, "federation.workers=2")
+    assert [r["train_loss"] for r in pooled["rounds"]] == [r["train_loss"] for r in sequential["rounds"]]
+    assert [c["accuracy"] for c in pooled["clients"]] == [c["accuracy"] for c in sequential["clients"]]
+    assert pooled["topology"] == sequential["topology"]
+    assert pooled["communication"] == sequential["communication"]

@@ -28,8 +28,12 @@ def weighted_average(states: Sequence[Mapping[str, Tensor]], weights: Sequence[f
     for s in states[1:]:
         if set(s) != names:
             raise ValueError(f"states disagree on names: {sorted(names ^ set(s))[:4]}")
-    w = torch.tensor([float(x) / total for x in weights])
-    return {n: torch.einsum("k,k...->...", w, torch.stack([s[n] for s in states])) for n in states[0]}
+    w = torch.tensor([float(x) / total for x in weights], dtype=states[0][next(iter(names))].dtype)
+    out: State = {}
+    for name in states[0]:
+        stacked = torch.stack([s[name] for s in states])  # (N, *shape)
+        out[name] = (w @ stacked.reshape(len(states), -1)).view(stacked.shape[1:])
+    return out
 
 
 def cluster_and_complement_averages(
@@ -46,24 +50,31 @@ def cluster_and_complement_averages(
     n = len(states)
     if not (n == len(weights) == len(labels)) or n == 0:
         raise ValueError("states, weights and labels must be non-empty and of equal length")
-    k = max(labels) + 1
+    label_ids = torch.tensor(list(labels))
+    k = int(label_ids.max()) + 1
+    members = torch.bincount(label_ids, minlength=k)  # (K,)
+    if (members == 0).any():
+        raise ValueError(f"cluster labels must be 0..K-1 with every cluster non-empty: {list(labels)}")
+    names = list(states[0]) if names is None else list(names)
     w = torch.tensor([float(x) for x in weights], dtype=torch.float64)
     onehot = torch.zeros(k, n, dtype=torch.float64)
-    onehot[torch.tensor(list(labels)), torch.arange(n)] = 1.0
-    if (onehot.sum(1) == 0).any():
-        raise ValueError(f"cluster labels must be 0..K-1 with every cluster non-empty: {list(labels)}")
-    mass = onehot @ w  # (K,) weight of each cluster
+    onehot[label_ids, torch.arange(n)] = 1.0
+    mass = onehot @ w  # (K,) weight inside each cluster
     rest = w.sum() - mass  # (K,) weight outside each cluster
+    # Per-cluster means and complement means as two (K, N) weight matrices, so each tensor costs one stack
+    # and two matmuls, whatever K is. A cluster holding everyone has no complement (its row stays unused).
+    inside = onehot * w / mass[:, None]  # (K, N)
+    outside = (1.0 - onehot) * w / torch.where(rest > 0, rest, 1.0)[:, None]  # (K, N)
     clusters: list[State] = [{} for _ in range(k)]
-    complements: list[State | None] = [({} if rest[c] > 0 else None) for c in range(k)]
-    for name in names if names is not None else list(states[0]):
+    complements: list[State | None] = [({} if members[c] < n else None) for c in range(k)]
+    dtype = states[0][names[0]].dtype if names else torch.float32
+    both = torch.cat([inside, outside]).to(dtype)  # (2K, N): one pass over the uploads per tensor
+    for name in names:
         stacked = torch.stack([s[name] for s in states])  # (N, *shape)
-        flat = stacked.reshape(n, -1).to(torch.float64) * w[:, None]  # (N, numel), weighted
-        sums = onehot @ flat  # (K, numel)
-        total = flat.sum(0)  # (numel,)
+        rows = (both @ stacked.reshape(n, -1)).view(2 * k, *stacked.shape[1:]).unbind(0)  # 2K tensors
         for c in range(k):
-            clusters[c][name] = (sums[c] / mass[c]).reshape(stacked.shape[1:]).to(stacked.dtype)
+            clusters[c][name] = rows[c]
             comp = complements[c]
             if comp is not None:
-                comp[name] = ((total - sums[c]) / rest[c]).reshape(stacked.shape[1:]).to(stacked.dtype)
+                comp[name] = rows[k + c]
     return clusters, complements

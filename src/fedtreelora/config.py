@@ -100,8 +100,10 @@ class TrainConfig:
 class FederationConfig:
     rounds: int = 10  # the total budget T; warmups count inside it
     eval_every: int = 2  # evaluate every k rounds (the last round is always evaluated)
+    workers: int = 0  # 0: clients run one after another here; k: a pool of k processes, one thread each
 
     def validate(self) -> None:
+        check(self.workers >= 0, "federation.workers", f"must be >= 0 (got {self.workers})")
         check(self.rounds >= 1, "federation.rounds", f"must be >= 1 (got {self.rounds})")
         check(self.eval_every >= 1, "federation.eval_every", f"must be >= 1 (got {self.eval_every})")
 

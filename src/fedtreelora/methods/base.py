@@ -99,7 +99,7 @@ class Layout:
         for layer in self.layers:
             keys = [f"{key}.{expert}.B" for key in self.layer_keys(layer)]
             rows = [torch.cat([s[k].reshape(-1) for k in keys]) for s in states]
-            out.append(torch.stack(rows).to(torch.float64).numpy())
+            out.append(torch.stack(rows).float().numpy())  # float32: see topology.layer_distances
         return out
 
 

@@ -86,9 +86,13 @@ class FedTreeLoRA(Method):
         self.layers = layout.layers
         self._topology: Topology | None = None
         self._position: dict[int, int] = {}
-        # Per layer (position in self.layers) and cluster: averaged tensors under their upload names.
-        self._cluster: list[list[State]] = []
-        self._external: list[list[State | None]] = []
+        # Per layer (position in self.layers): the names a client uploads for it.
+        self._names = [
+            [f"{key}.cluster.{ab}" for key in layout.layer_keys(layer) for ab in ("A", "B")]
+            for layer in self.layers
+        ]
+        # Per layer and cluster: what the cluster's members receive for that layer.
+        self._pieces: list[list[State]] = []
 
     def init_client_state(self, client_id: int) -> State:
         return init_lora(self.layout.modules, self.layout.rank, "cluster", self.seed)
@@ -115,21 +119,13 @@ class FedTreeLoRA(Method):
         return state
 
     def payload(self, client_id: int) -> State:
+        """The client's pieces, one per layer, prebuilt by aggregate() for every (layer, cluster)."""
         if self._topology is None:
             return {}
         pos = self._position[client_id]
         out: State = {}
         for li, partition in enumerate(self._topology.partitions):
-            c = partition[pos]
-            out.update(self._cluster[li][c])
-            if self.opt.interaction == "isolationist":
-                continue
-            if self.opt.interaction == "decomposed":
-                for other, expert in enumerate(self._cluster[li]):
-                    if other != c:
-                        out.update(rename_expert(expert, "cluster", f"external_{other}"))
-            elif (external := self._external[li][c]) is not None:
-                out.update(rename_expert(external, "cluster", "external"))
+            out.update(self._pieces[li][partition[pos]])
         return out
 
     def aggregate(self, rnd: int, uploads: Mapping[int, State]) -> None:
@@ -143,14 +139,29 @@ class FedTreeLoRA(Method):
             self._position = {cid: pos for pos, cid in enumerate(ids)}
             self.topology_seconds = time.perf_counter() - start
         weights = [self.weights[i] for i in ids]
-        self._cluster, self._external = [], []
-        for li, layer in enumerate(self.layers):
-            names = [k for k in states[0] if k.startswith(f"layers.{layer}.")]
-            clusters, externals = cluster_and_complement_averages(
-                states, weights, self._topology.partitions[li], names
-            )
-            self._cluster.append(clusters)
-            self._external.append(externals)
+        # Layers with the same K share one partition (cuts of one tree): average all their tensors at once.
+        by_partition: dict[tuple[int, ...], list[int]] = {}
+        for li, partition in enumerate(self._topology.partitions):
+            by_partition.setdefault(tuple(partition), []).append(li)
+        self._pieces = [[] for _ in self.layers]
+        for labels, layer_ids in by_partition.items():
+            names = [n for li in layer_ids for n in self._names[li]]
+            clusters, externals = cluster_and_complement_averages(states, weights, labels, names)
+            for li in layer_ids:
+                mine = [{n: c[n] for n in self._names[li]} for c in clusters]
+                theirs = [None if e is None else {n: e[n] for n in self._names[li]} for e in externals]
+                self._pieces[li] = [self._piece(c, mine, theirs) for c in range(len(mine))]
+
+    def _piece(self, c: int, clusters: list[State], externals: list[State | None]) -> State:
+        """What a member of cluster ``c`` receives for one layer under the chosen interaction variant."""
+        piece = dict(clusters[c])
+        if self.opt.interaction == "decomposed":
+            for other, expert in enumerate(clusters):
+                if other != c:
+                    piece.update(rename_expert(expert, "cluster", f"external_{other}"))
+        elif self.opt.interaction != "isolationist" and (external := externals[c]) is not None:
+            piece.update(rename_expert(external, "cluster", "external"))
+        return piece
 
     def _build_topology(self, states: Sequence[State]) -> Topology:
         o = self.opt

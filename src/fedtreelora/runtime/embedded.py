@@ -12,10 +12,10 @@ from typing import Any, Protocol
 import numpy as np
 
 from ..adapters import State
-from ..client import client_evaluate, client_round
 from ..config import RunConfig
 from ..federation import Federation, prepare
 from ..results import build_results
+from .executors import EvalJob, InProcess, TrainJob, WorkerPool
 
 
 class Observer(Protocol):
@@ -44,25 +44,40 @@ def run(cfg: RunConfig, observer: Observer | None = None) -> dict[str, Any]:
     """Run ``cfg`` to the end and return the results dict (docs/RESULTS_FORMAT.md)."""
     t0 = time.perf_counter()
     fed = prepare(cfg)
-    method, rows = fed.method, []
+    workers = cfg.federation.workers
+    executor: InProcess | WorkerPool = WorkerPool(cfg, workers) if workers else InProcess(fed)
+    try:
+        return _rounds(fed, executor, observer, t0)
+    finally:
+        executor.close()
+
+
+def _rounds(
+    fed: Federation, executor: InProcess | WorkerPool, observer: Observer | None, t0: float
+) -> dict[str, Any]:
+    cfg, method, rows = fed.cfg, fed.method, []
     traffic = {"upload_bytes": 0, "download_bytes": 0}
     train_seconds, agg_seconds = 0.0, []
     accuracies: dict[int, float] = {}
     for rnd in range(cfg.federation.rounds):
         plan = method.plan(rnd)
+        jobs = [
+            TrainJob(
+                c.client_id,
+                plan,
+                fed.kept[c.client_id],
+                method.payload(c.client_id),
+                client_seed(cfg.seed, rnd, c.client_id),
+            )
+            for c in fed.clients
+        ]
         uploads: dict[int, State] = {}
         losses, samples, round_numel = [], [], 0
-        for done, c in enumerate(fed.clients, start=1):
-            cid = c.client_id
-            payload = method.payload(cid)
-            seed = client_seed(cfg.seed, rnd, cid)
-            result = client_round(
-                fed.host, fed.task, fed.train[cid], method, plan, fed.kept[cid], payload, cfg.train, seed
-            )
-            fed.kept[cid], uploads[cid] = result.keep, result.upload
-            traffic["download_bytes"] += nbytes(payload)
+        for done, (job, result) in enumerate(zip(jobs, executor.train(jobs), strict=True), start=1):
+            fed.kept[job.client_id], uploads[job.client_id] = result.keep, result.upload
+            traffic["download_bytes"] += nbytes(job.payload)
             traffic["upload_bytes"] += nbytes(result.upload)
-            round_numel += numel(payload) + numel(result.upload)
+            round_numel += numel(job.payload) + numel(result.upload)
             train_seconds += result.seconds
             losses.append(result.stats.loss)
             samples.append(result.stats.samples)
@@ -74,7 +89,7 @@ def run(cfg: RunConfig, observer: Observer | None = None) -> dict[str, Any]:
         agg_seconds.append(time.perf_counter() - start - (method.topology_seconds - topo_before))
         mean_acc = None
         if rnd == cfg.federation.rounds - 1 or (rnd + 1) % cfg.federation.eval_every == 0:
-            accuracies = evaluate(fed)
+            accuracies = evaluate(fed, executor)
             mean_acc = statistics.fmean(accuracies.values())
         row = {
             "round": rnd,
@@ -103,18 +118,7 @@ def run(cfg: RunConfig, observer: Observer | None = None) -> dict[str, Any]:
     return build_results(cfg, fed.clients, accuracies, rows, method.topology(), timing, traffic, params)
 
 
-def evaluate(fed: Federation) -> dict[int, float]:
+def evaluate(fed: Federation, executor: InProcess | WorkerPool) -> dict[int, float]:
     """Every client scores its personalised model on its own test split."""
-    method, batch = fed.method, fed.cfg.train.eval_batch_size
-    return {
-        c.client_id: client_evaluate(
-            fed.host,
-            fed.task,
-            fed.test[c.client_id],
-            method,
-            fed.kept[c.client_id],
-            method.payload(c.client_id),
-            batch,
-        )
-        for c in fed.clients
-    }
+    jobs = [EvalJob(c.client_id, fed.kept[c.client_id], fed.method.payload(c.client_id)) for c in fed.clients]
+    return {job.client_id: acc for job, acc in zip(jobs, executor.evaluate(jobs), strict=True)}

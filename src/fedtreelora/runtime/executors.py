@@ -1,0 +1,104 @@
+"""Where client work runs: in this process, or on a pool of worker processes.
+
+A worker process holds its own backbone (one torch thread each) and receives a client's kept state and
+payload with every job, so client state still lives only with the runtime. Results do not depend on the
+executor: each job carries its own seed (see ``embedded.client_seed``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import multiprocessing
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+
+import torch
+
+from ..adapters import State
+from ..client import ClientResult, client_evaluate, client_round
+from ..config import RunConfig
+from ..federation import Federation, prepare
+from ..methods import ClientPlan
+
+
+@dataclass(frozen=True)
+class TrainJob:
+    client_id: int
+    plan: ClientPlan
+    kept: State
+    payload: State
+    seed: int
+
+
+@dataclass(frozen=True)
+class EvalJob:
+    client_id: int
+    kept: State
+    payload: State
+
+
+def run_train(fed: Federation, job: TrainJob) -> ClientResult:
+    return client_round(
+        fed.host, fed.task, fed.train[job.client_id], fed.method, job.plan, job.kept, job.payload,
+        fed.cfg.train, job.seed,
+    )  # fmt: skip
+
+
+def run_eval(fed: Federation, job: EvalJob) -> float:
+    data, batch = fed.test[job.client_id], fed.cfg.train.eval_batch_size
+    return client_evaluate(fed.host, fed.task, data, fed.method, job.kept, job.payload, batch)
+
+
+class InProcess:
+    """Clients one after another on the runtime's own backbone."""
+
+    def __init__(self, fed: Federation) -> None:
+        self.fed = fed
+
+    def train(self, jobs: Iterable[TrainJob]) -> Iterator[ClientResult]:
+        return (run_train(self.fed, job) for job in jobs)
+
+    def evaluate(self, jobs: Iterable[EvalJob]) -> Iterator[float]:
+        return (run_eval(self.fed, job) for job in jobs)
+
+    def close(self) -> None:
+        pass
+
+
+_worker_federation: Federation | None = None  # this worker process's own backbone and data
+
+
+def _init_worker(cfg: RunConfig) -> None:
+    global _worker_federation
+    torch.set_num_threads(1)  # the pool's workers share the cores
+    _worker_federation = prepare(dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, threads=1)))
+
+
+def _train_in_worker(job: TrainJob) -> ClientResult:
+    assert _worker_federation is not None
+    return run_train(_worker_federation, job)
+
+
+def _eval_in_worker(job: EvalJob) -> float:
+    assert _worker_federation is not None
+    return run_eval(_worker_federation, job)
+
+
+class WorkerPool:
+    """``workers`` processes, each with one backbone and one torch thread; jobs keep their order."""
+
+    def __init__(self, cfg: RunConfig, workers: int) -> None:
+        context = multiprocessing.get_context("spawn")  # fork would copy torch's thread pools
+        self.pool = ProcessPoolExecutor(
+            workers, mp_context=context, initializer=_init_worker, initargs=(cfg,)
+        )
+
+    def train(self, jobs: Iterable[TrainJob]) -> Iterator[ClientResult]:
+        return self.pool.map(_train_in_worker, jobs)
+
+    def evaluate(self, jobs: Iterable[EvalJob]) -> Iterator[float]:
+        return self.pool.map(_eval_in_worker, jobs)
+
+    def close(self) -> None:
+        self.pool.shutdown(cancel_futures=True)
