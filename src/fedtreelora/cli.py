@@ -100,6 +100,45 @@ def _run_with_progress(cfg: RunConfig) -> dict[str, Any]:
 
 
 @app.command()
+def bench(
+    grid_file: Annotated[Path, typer.Argument(help="grid TOML (see benchmarks/glue_grid.toml)")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="sweep folder; finished cells are skipped")],
+) -> None:
+    """Run a sweep of variants x tasks x seeds; resumes where it stopped; then writes the tables."""
+    from .bench import load_grid, run_grid
+    from .report import write_report
+    from .runtime.embedded import run as run_embedded
+
+    try:
+        grid = load_grid(grid_file)
+    except ConfigError as e:
+        fail(str(e))
+    out.mkdir(parents=True, exist_ok=True)
+
+    def on_cell(i: int, total: int, name: str, skipped: bool) -> None:
+        err.print(f"[{i}/{total}] {name}" + (" (done, skipped)" if skipped else ""), highlight=False)
+
+    ran = run_grid(grid, out, run_embedded, on_cell)
+    written = write_report(out)
+    Console().print(
+        f"ran {ran} cells; wrote {', '.join(str(p) for p in written[:2])} and {len(written) - 2} plots"
+    )
+
+
+@app.command()
+def report(
+    out: Annotated[Path, typer.Argument(help="a sweep folder written by `fedtreelora bench`")],
+) -> None:
+    """Regenerate a sweep's CSV, Markdown tables and plots from its stored result files."""
+    from .report import write_report
+
+    if not (out / "grid.json").is_file():
+        fail(f"OUT: {out} holds no grid.json; pass a folder written by `fedtreelora bench`")
+    written = write_report(out)
+    Console().print(f"wrote {', '.join(str(p) for p in written[:2])} and {len(written) - 2} plots")
+
+
+@app.command()
 def methods() -> None:
     """List every method, and the variants its options select."""
     from .methods import REGISTRY

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..adapters import AdaptedModule, State
+from ..adapters import AdaptedModule, State, init_lora
 from ..config import check
 from ..mixers import Mixer, Sum
 
@@ -125,6 +125,18 @@ class Method(ABC):
         total = sum(c.n_train for c in self.clients)
         self.weights = {c.client_id: c.n_train / total for c in self.clients}  # p_i
         self.topology_seconds = 0.0  # time spent building a topology inside aggregate()
+        self._initial: dict[tuple[str, int, int], State] = {}
+
+    def initial_lora(self, expert: str, rank: int | None = None, seed_offset: int = 0) -> State:
+        """A fresh LoRA expert from the run's seed, built once: every client shares the same tensors.
+
+        Sharing is safe because a client never writes into a tensor it was given (``AdapterHost.load``
+        copies), and it keeps 1,000 virtual clients from holding 1,000 identical initial adapters.
+        """
+        key = (expert, rank or self.layout.rank, seed_offset)
+        if key not in self._initial:
+            self._initial[key] = init_lora(self.layout.modules, key[1], expert, self.seed + seed_offset)
+        return dict(self._initial[key])
 
     @abstractmethod
     def init_client_state(self, client_id: int) -> State:

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..adapters import State, init_lora, rename_expert
+from ..adapters import State, rename_expert
 from ..mixers import Gate, Mixer
 from .base import ClientInfo, ClientPlan, Layout, Method, register
 
@@ -40,7 +40,7 @@ class FedALT(Method):
         self.total: State = {}  # sum of the last round's individual LoRAs
 
     def init_client_state(self, client_id: int) -> State:
-        state = init_lora(self.layout.modules, self.layout.rank, "individual", self.seed)
+        state = self.initial_lora("individual")
         for m in self.layout.modules:
             state[f"{m.key}.router.weight"] = torch.zeros(2, m.d_in)  # softmax(0) = equal weights
             state[f"{m.key}.router.bias"] = torch.zeros(2)

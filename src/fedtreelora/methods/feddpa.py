@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..adapters import State, init_lora
+from ..adapters import State
 from ..aggregation import weighted_average
 from ..config import check
 from ..mixers import Convex, Mixer
@@ -32,11 +32,11 @@ class FedDPA(Method):
     def __init__(self, options: Any, layout: Layout, clients: Sequence[ClientInfo], rounds: int, seed: int):
         super().__init__(options, layout, clients, rounds, seed)
         self.mixer: Mixer = Convex("global", "local", options.lam)
-        self.global_g = init_lora(layout.modules, layout.rank, "global", seed)
+        self.global_g = self.initial_lora("global")
 
     def init_client_state(self, client_id: int) -> State:
         # A different A than G's, so that P and G do not start as the same adapter.
-        return init_lora(self.layout.modules, self.layout.rank, "local", self.seed + 1)
+        return self.initial_lora("local", seed_offset=1)
 
     def plan(self, rnd: int) -> ClientPlan:
         return ClientPlan(

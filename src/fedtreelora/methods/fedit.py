@@ -3,7 +3,7 @@
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..adapters import State, init_lora
+from ..adapters import State
 from ..aggregation import weighted_average
 from .base import ClientInfo, ClientPlan, Layout, Method, register
 
@@ -15,7 +15,7 @@ class FedIT(Method):
 
     def __init__(self, options: Any, layout: Layout, clients: Sequence[ClientInfo], rounds: int, seed: int):
         super().__init__(options, layout, clients, rounds, seed)
-        self.global_lora = init_lora(layout.modules, layout.rank, "lora", seed)
+        self.global_lora = self.initial_lora("lora")
 
     def init_client_state(self, client_id: int) -> State:
         return {}

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ..adapters import State, init_lora, rename_expert
+from ..adapters import State, rename_expert
 from ..aggregation import cluster_and_complement_averages
 from ..config import check
 from ..mixers import Mixer, TopM
@@ -72,7 +72,7 @@ class FedLEASE(Method):
         self._cluster: list[State] = []  # per cluster: its expert (as "expert_0") and router
 
     def init_client_state(self, client_id: int) -> State:
-        return init_lora(self.layout.modules, self.layout.rank, "expert_0", self.seed)
+        return self.initial_lora("expert_0")
 
     def plan(self, rnd: int) -> ClientPlan:
         if rnd < self.opt.warmup_rounds:

@@ -3,7 +3,7 @@
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..adapters import State, init_lora
+from ..adapters import State
 from ..aggregation import weighted_average
 from .base import ClientInfo, ClientPlan, Layout, Method, register
 
@@ -15,7 +15,7 @@ class FedSALoRA(Method):
 
     def __init__(self, options: Any, layout: Layout, clients: Sequence[ClientInfo], rounds: int, seed: int):
         super().__init__(options, layout, clients, rounds, seed)
-        init = init_lora(layout.modules, layout.rank, "lora", seed)
+        init = self.initial_lora("lora")
         self.global_a = {k: v for k, v in init.items() if k.endswith(".A")}
         self.init_b = {k: v for k, v in init.items() if k.endswith(".B")}
 

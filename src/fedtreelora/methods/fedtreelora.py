@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 import torch
 from torch import Tensor
 
-from ..adapters import State, init_lora, rename_expert
+from ..adapters import State, rename_expert
 from ..aggregation import cluster_and_complement_averages
 from ..config import check
 from ..mixers import Gate, Mixer, Scalar
@@ -95,7 +95,7 @@ class FedTreeLoRA(Method):
         self._pieces: list[list[State]] = []
 
     def init_client_state(self, client_id: int) -> State:
-        return init_lora(self.layout.modules, self.layout.rank, "cluster", self.seed)
+        return self.initial_lora("cluster")
 
     def plan(self, rnd: int) -> ClientPlan:
         mixing = ("*.mix.*", "*.router.*")  # alpha(s) or routers: trained, never uploaded

@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from ..adapters import State, init_lora
+from ..adapters import State
 from ..aggregation import weighted_average
 from ..config import check
 from .base import ClientInfo, ClientPlan, Layout, Method, register
@@ -34,7 +34,7 @@ class FFALoRA(Method):
 
     def __init__(self, options: Any, layout: Layout, clients: Sequence[ClientInfo], rounds: int, seed: int):
         super().__init__(options, layout, clients, rounds, seed)
-        self.init = init_lora(layout.modules, layout.rank * options.rank_factor, "lora", seed)
+        self.init = self.initial_lora("lora", rank=layout.rank * options.rank_factor)
         self.global_b = {k: v for k, v in self.init.items() if k.endswith(".B")}
 
     def init_client_state(self, client_id: int) -> State:

@@ -2,7 +2,7 @@
 
 from collections.abc import Mapping
 
-from ..adapters import State, init_lora
+from ..adapters import State
 from .base import ClientPlan, Method, register
 
 
@@ -12,7 +12,7 @@ class Local(Method):
     summary = "each client trains its own LoRA; no communication"
 
     def init_client_state(self, client_id: int) -> State:
-        return init_lora(self.layout.modules, self.layout.rank, "lora", self.seed)
+        return self.initial_lora("lora")
 
     def plan(self, rnd: int) -> ClientPlan:
         return ClientPlan(phase="local", train=("*.lora.*",), keep=("*.lora.*",))

@@ -1,0 +1,134 @@
+"""Sweeps: methods x tasks x seeds from one grid file, resumable, one results.json per cell.
+
+A grid file (TOML) names a base config, the tasks (each a list of ``--set`` overrides), the seeds, and
+tables; a table lists variants (each a list of overrides) and the tasks it runs on. A cell is
+(variant, task, seed) and lives in ``OUT/<variant>/<task>/seed<k>/results.json``; a cell whose file
+exists is skipped, so an interrupted sweep resumes where it stopped. Variants that appear in several
+tables with the same overrides run once.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .config import ConfigError, RunConfig, check, load_config
+from .methods import options_for
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str
+    title: str
+    variants: dict[str, list[str]]  # variant name -> overrides
+    tasks: list[str]
+    kind: str = "comparison"  # how report.py lays it out: "comparison" (tasks x variants)
+
+
+@dataclass
+class Grid:
+    config: Path | None
+    base: list[str]
+    seeds: list[int]
+    tasks: dict[str, list[str]]  # task name -> overrides
+    tables: list[Table] = field(default_factory=list)
+
+    def variants(self) -> dict[str, list[str]]:
+        """Every variant of every table, checking that a name means the same overrides everywhere."""
+        out: dict[str, list[str]] = {}
+        for table in self.tables:
+            for name, sets in table.variants.items():
+                check(
+                    out.get(name, sets) == sets,
+                    f"table {table.name}",
+                    f"variant {name!r} differs from its twin",
+                )
+                out[name] = sets
+        return out
+
+    def cells(self) -> list[tuple[str, str, int]]:
+        seen: dict[tuple[str, str, int], None] = {}
+        for table in self.tables:
+            for variant in table.variants:
+                for task in table.tasks:
+                    for seed in self.seeds:
+                        seen[(variant, task, seed)] = None
+        return list(seen)
+
+    def cell_config(self, variant: str, task: str, seed: int) -> RunConfig:
+        sets = [*self.base, *self.tasks[task], *self.variants()[variant], f"seed={seed}"]
+        return load_config(self.config, sets, options_for())
+
+
+def load_grid(path: Path) -> Grid:
+    check(path.is_file(), "GRID", f"no such file: {path}")
+    try:
+        raw: dict[str, Any] = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"GRID: {path} is not valid TOML: {err}") from err
+    config = raw.get("config")
+    grid = Grid(
+        config=(path.parent / config) if config else None,
+        base=list(raw.get("base", [])),
+        seeds=list(raw.get("seeds", [0])),
+        tasks={name: list(sets) for name, sets in raw.get("tasks", {}).items()},
+    )
+    check(bool(grid.tasks), "tasks", "the grid needs a [tasks] table: name = [overrides]")
+    for i, t in enumerate(raw.get("table", [])):
+        tasks = list(t.get("tasks", list(grid.tasks)))
+        for task in tasks:
+            check(
+                task in grid.tasks,
+                f"table[{i}].tasks",
+                f"unknown task {task!r}; known: {', '.join(grid.tasks)}",
+            )
+        grid.tables.append(
+            Table(
+                name=t["name"],
+                title=t.get("title", t["name"]),
+                variants={k: list(v) for k, v in t["variants"].items()},
+                tasks=tasks,
+                kind=t.get("kind", "comparison"),
+            )
+        )
+    check(bool(grid.tables), "table", "the grid needs at least one [[table]]")
+    for cell in grid.cells():  # validate every cell's config before running anything
+        grid.cell_config(*cell)
+    return grid
+
+
+def cell_dir(out: Path, variant: str, task: str, seed: int) -> Path:
+    return out / variant / task / f"seed{seed}"
+
+
+def run_grid(
+    grid: Grid,
+    out: Path,
+    runner: Callable[[RunConfig], dict[str, Any]],
+    on_cell: Callable[[int, int, str, bool], None] | None = None,
+) -> int:
+    """Run every unfinished cell; returns how many ran. ``on_cell(i, total, name, skipped)`` reports."""
+    cells = grid.cells()
+    ran = 0
+    for i, (variant, task, seed) in enumerate(cells, start=1):
+        folder = cell_dir(out, variant, task, seed)
+        done = (folder / "results.json").exists()
+        if on_cell is not None:
+            on_cell(i, len(cells), f"{variant}/{task}/seed{seed}", done)
+        if done:
+            continue
+        result = runner(grid.cell_config(variant, task, seed))
+        result["cell"] = {"variant": variant, "task": task, "seed": seed}
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / "results.json.tmp"
+        tmp.write_text(json.dumps(result, indent=1))
+        tmp.rename(folder / "results.json")  # a cell is finished only once its file is whole
+        ran += 1
+    (out / "grid.json").write_text(
+        json.dumps({"seeds": grid.seeds, "tables": [t.__dict__ for t in grid.tables]}, indent=1)
+    )
+    return ran

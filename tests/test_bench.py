@@ -1,0 +1,73 @@
+"""Sweeps: cells run once, resume after interruption, and tables regenerate from the files alone."""
+
+from pathlib import Path
+
+import pytest
+
+from fedtreelora.bench import load_grid, run_grid
+from fedtreelora.config import ConfigError
+from fedtreelora.report import write_report
+from fedtreelora.runtime.embedded import run
+
+from .conftest import write_task
+
+
+def grid_file(tmp_path: Path, model: Path, data: Path) -> Path:
+    other = write_task(tmp_path / "other", 60, 40, pair=True)
+    text = f"""
+base = ["model.name='{model}'", "data.n_clients=3", "data.n_train=8", "data.n_test=4", "federation.rounds=2",
+        "fedtreelora.warmup_rounds=1", "model.max_length=16"]
+seeds = [0, 1]
+[tasks]
+toy = ["data.dir='{data}'"]
+pairs = ["data.dir='{other}'"]
+hetero = ["data.partition='task'", "data.tasks=['{data}', '{other}']", "data.n_clients=4"]
+
+[[table]]
+name = "main"
+title = "Main"
+tasks = ["toy", "pairs"]
+[table.variants]
+fedit = ["method='fedit'"]
+fedtreelora = ["method='fedtreelora'"]
+
+[[table]]
+name = "hetero"
+title = "Hetero"
+tasks = ["hetero"]
+[table.variants]
+fedtreelora = ["method='fedtreelora'"]
+"""
+    path = tmp_path / "grid.toml"
+    path.write_text(text)
+    return path
+
+
+def test_sweep_runs_each_cell_once_and_resumes(tmp_path: Path, tiny_bert: Path, tiny_task: Path) -> None:
+    grid = load_grid(grid_file(tmp_path, tiny_bert, tiny_task))
+    assert len(grid.cells()) == 2 * 2 * 2 + 2  # shared variant "fedtreelora" runs once per (task, seed)
+    out = tmp_path / "sweep"
+    calls: list[int] = []
+
+    def counting_run(cfg):  # type: ignore[no-untyped-def]
+        calls.append(cfg.seed)
+        return run(cfg)
+
+    assert run_grid(grid, out, counting_run) == 10
+    (out / "fedit" / "toy" / "seed1" / "results.json").unlink()  # as if interrupted
+    assert run_grid(grid, out, counting_run) == 1
+    assert len(calls) == 11
+
+    written = write_report(out)
+    tables = (out / "tables.md").read_text()
+    assert "### Main" in tables and "| fedit |" in tables and "### Hetero" in tables
+    assert len((out / "cells.csv").read_text().strip().splitlines()) == 1 + 10
+    assert any(p.name.startswith("tree_fedtreelora_hetero") for p in written)
+    assert any(p.name.startswith("k_per_layer_fedtreelora") for p in written)
+
+
+def test_bad_grid_is_refused_before_anything_runs(tmp_path: Path, tiny_bert: Path, tiny_task: Path) -> None:
+    path = grid_file(tmp_path, tiny_bert, tiny_task)
+    path.write_text(path.read_text().replace("fedit = [\"method='fedit'\"]", 'fedit = ["train.lr=-1"]'))
+    with pytest.raises(ConfigError, match=r"train\.lr"):
+        load_grid(path)
