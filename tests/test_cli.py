@@ -3,7 +3,6 @@
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -24,9 +23,7 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.mark.skipif(not SST2.exists(), reason="needs ../shared/data beside the checkout")
 def test_smoke_example_writes_results_and_plots(tmp_path: Path) -> None:
-    start = time.perf_counter()
     proc = cli("run", "--config", "examples/smoke.toml", "--out", str(tmp_path))
-    elapsed = time.perf_counter() - start
     assert proc.returncode == 0, proc.stderr
     res = json.loads((tmp_path / "results.json").read_text())
     assert res["method"] == "fedtreelora" and res["topology"] is not None
@@ -34,7 +31,6 @@ def test_smoke_example_writes_results_and_plots(tmp_path: Path) -> None:
     assert len(ks) == 6 and ks == sorted(ks)  # MiniLM has 6 layers
     for png in ("tree.png", "k_per_layer.png", "accuracy.png"):
         assert (tmp_path / png).stat().st_size > 1000
-    assert elapsed < 60
 
 
 def test_methods_lists_every_registered_method() -> None:

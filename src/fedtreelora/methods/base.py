@@ -10,10 +10,11 @@ other file.
 from __future__ import annotations
 
 import fnmatch
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
 import numpy as np
 import torch
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     from ..topology import Topology
 
 Phase = Literal["warmup", "federated", "local"]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -126,6 +128,18 @@ class Method(ABC):
         self.weights = {c.client_id: c.n_train / total for c in self.clients}  # p_i
         self.topology_seconds = 0.0  # time spent building a topology inside aggregate()
         self._initial: dict[tuple[str, int, int], State] = {}
+
+    def in_order(self, uploads: Mapping[int, State]) -> tuple[list[int], list[State]]:
+        """Client ids and their uploads in the fixed client order (positions in a topology)."""
+        ids = [c.client_id for c in self.clients]
+        return ids, [uploads[i] for i in ids]
+
+    def timed_topology(self, build: Callable[[], T]) -> T:
+        """Run a one-off clustering step and record its time apart from aggregation time."""
+        start = time.perf_counter()
+        result = build()
+        self.topology_seconds = time.perf_counter() - start
+        return result
 
     def initial_lora(self, expert: str, rank: int | None = None, seed_offset: int = 0) -> State:
         """A fresh LoRA expert from the run's seed, built once: every client shares the same tensors.

@@ -10,7 +10,6 @@ expert; see ``mixers.TopM``). Own expert and router are averaged within the clus
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -94,13 +93,12 @@ class FedLEASE(Method):
     def aggregate(self, rnd: int, uploads: Mapping[int, State]) -> None:
         if rnd < self.opt.warmup_rounds - 1:
             return
-        ids = [c.client_id for c in self.clients]
-        states = [uploads[i] for i in ids]
+        ids, states = self.in_order(uploads)
         if self._topology is None:
-            start = time.perf_counter()
-            self._topology, _ = choose_clusters(self.layout.b_rows(states, "expert_0"), self.opt.k_max)
+            self._topology, _ = self.timed_topology(
+                lambda: choose_clusters(self.layout.b_rows(states, "expert_0"), self.opt.k_max)
+            )
             self._labels = dict(zip(ids, self._topology.partitions[0], strict=True))
-            self.topology_seconds = time.perf_counter() - start
             m = self._topology.k_per_layer[0]
             routers = {
                 f"{mod.key}.router.weight": torch.zeros(2 * m - 1, mod.d_in) for mod in self.layout.modules

@@ -13,7 +13,6 @@ layer (each with its own scalar), ``router`` replaces the scalar by a per-module
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
@@ -131,13 +130,10 @@ class FedTreeLoRA(Method):
     def aggregate(self, rnd: int, uploads: Mapping[int, State]) -> None:
         if rnd < self.opt.warmup_rounds - 1:
             return
-        ids = [c.client_id for c in self.clients]
-        states = [uploads[i] for i in ids]
+        ids, states = self.in_order(uploads)
         if self._topology is None:
-            start = time.perf_counter()
-            self._topology = self._build_topology(states)
+            self._topology = self.timed_topology(lambda: self._build_topology(states))
             self._position = {cid: pos for pos, cid in enumerate(ids)}
-            self.topology_seconds = time.perf_counter() - start
         weights = [self.weights[i] for i in ids]
         # Layers with the same K share one partition (cuts of one tree): average all their tensors at once.
         by_partition: dict[tuple[int, ...], list[int]] = {}
