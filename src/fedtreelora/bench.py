@@ -26,7 +26,6 @@ class Table:
     title: str
     variants: dict[str, list[str]]  # variant name -> overrides
     tasks: list[str]
-    kind: str = "comparison"  # how report.py lays it out: "comparison" (tasks x variants)
 
 
 @dataclass
@@ -92,7 +91,6 @@ def load_grid(path: Path) -> Grid:
                 title=t.get("title", t["name"]),
                 variants={k: list(v) for k, v in t["variants"].items()},
                 tasks=tasks,
-                kind=t.get("kind", "comparison"),
             )
         )
     check(bool(grid.tables), "table", "the grid needs at least one [[table]]")
@@ -114,6 +112,10 @@ def run_grid(
     """Run every unfinished cell; returns how many ran. ``on_cell(i, total, name, skipped)`` reports."""
     cells = grid.cells()
     ran = 0
+    # Written first, so that `fedtreelora report` can tabulate a sweep that is still running or was cut off.
+    out.mkdir(parents=True, exist_ok=True)
+    tables = [t.__dict__ for t in grid.tables]
+    (out / "grid.json").write_text(json.dumps({"seeds": grid.seeds, "tables": tables}, indent=1))
     for i, (variant, task, seed) in enumerate(cells, start=1):
         folder = cell_dir(out, variant, task, seed)
         done = (folder / "results.json").exists()
@@ -128,7 +130,4 @@ def run_grid(
         tmp.write_text(json.dumps(result, indent=1))
         tmp.rename(folder / "results.json")  # a cell is finished only once its file is whole
         ran += 1
-    (out / "grid.json").write_text(
-        json.dumps({"seeds": grid.seeds, "tables": [t.__dict__ for t in grid.tables]}, indent=1)
-    )
     return ran
