@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from ..adapters import AdaptedModule, State, init_lora
+from ..aggregation import weighted_average
 from ..config import check
 from ..mixers import Mixer, Sum
 
@@ -128,6 +129,11 @@ class Method(ABC):
         self.weights = {c.client_id: c.n_train / total for c in self.clients}  # p_i
         self.topology_seconds = 0.0  # time spent building a topology inside aggregate()
         self._initial: dict[tuple[str, int, int], State] = {}
+
+    def fedavg(self, uploads: Mapping[int, State]) -> State:
+        """FedAvg of the uploads with weights p_i (renormalised over the clients that uploaded)."""
+        ids = sorted(uploads)
+        return weighted_average([uploads[i] for i in ids], [self.weights[i] for i in ids])
 
     def in_order(self, uploads: Mapping[int, State]) -> tuple[list[int], list[State]]:
         """Client ids and their uploads in the fixed client order (positions in a topology)."""

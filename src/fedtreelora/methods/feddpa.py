@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..adapters import State
-from ..aggregation import weighted_average
 from ..config import check
 from ..mixers import Convex, Mixer
 from .base import ClientInfo, ClientPlan, Layout, Method, register
@@ -51,5 +50,4 @@ class FedDPA(Method):
         return self.global_g
 
     def aggregate(self, rnd: int, uploads: Mapping[int, State]) -> None:
-        ids = sorted(uploads)
-        self.global_g = weighted_average([uploads[i] for i in ids], [self.weights[i] for i in ids])
+        self.global_g = self.fedavg(uploads)

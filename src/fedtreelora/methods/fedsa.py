@@ -4,7 +4,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..adapters import State
-from ..aggregation import weighted_average
 from .base import ClientInfo, ClientPlan, Layout, Method, register
 
 
@@ -29,5 +28,4 @@ class FedSALoRA(Method):
         return self.global_a
 
     def aggregate(self, rnd: int, uploads: Mapping[int, State]) -> None:
-        ids = sorted(uploads)
-        self.global_a = weighted_average([uploads[i] for i in ids], [self.weights[i] for i in ids])
+        self.global_a = self.fedavg(uploads)

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from ..adapters import State
-from ..aggregation import weighted_average
 from ..config import check
 from .base import ClientInfo, ClientPlan, Layout, Method, register
 
@@ -47,5 +46,4 @@ class FFALoRA(Method):
         return self.global_b
 
     def aggregate(self, rnd: int, uploads: Mapping[int, State]) -> None:
-        ids = sorted(uploads)
-        self.global_b = weighted_average([uploads[i] for i in ids], [self.weights[i] for i in ids])
+        self.global_b = self.fedavg(uploads)
