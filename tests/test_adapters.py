@@ -1,5 +1,7 @@
 """LoRA wrapper math and client-state swapping."""
 
+from pathlib import Path
+
 import torch
 from torch import nn
 
@@ -78,3 +80,14 @@ def test_init_is_shared_by_seed_and_b_is_zero() -> None:
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert all(torch.count_nonzero(v) == 0 for k, v in a.items() if k.endswith(".B"))
     assert set(rename_expert(a, "lora", "cluster")) == {k.replace(".lora.", ".cluster.") for k in a}
+
+
+def test_backbone_dropout_overrides_every_dropout_in_the_config(tiny_bert: Path) -> None:
+    from fedtreelora.models import load_classifier
+
+    kept, _, _ = load_classifier(str(tiny_bert), 2, seed=0)
+    assert kept.config.hidden_dropout_prob > 0 and kept.config.attention_probs_dropout_prob > 0
+    model, _, _ = load_classifier(str(tiny_bert), 2, seed=0, backbone_dropout=0.0)
+    assert model.config.hidden_dropout_prob == 0.0
+    assert model.config.attention_probs_dropout_prob == 0.0
+    assert all(m.p == 0.0 for m in model.modules() if isinstance(m, torch.nn.Dropout))

@@ -6,7 +6,7 @@ import pytest
 
 from fedtreelora.bench import load_grid, run_grid
 from fedtreelora.config import ConfigError
-from fedtreelora.report import write_report
+from fedtreelora.report import purity, write_report
 from fedtreelora.runtime.embedded import run
 
 from .conftest import write_task
@@ -46,6 +46,8 @@ fedtreelora = ["method='fedtreelora'"]
 def test_sweep_runs_each_cell_once_and_resumes(tmp_path: Path, tiny_bert: Path, tiny_task: Path) -> None:
     grid = load_grid(grid_file(tmp_path, tiny_bert, tiny_task))
     assert len(grid.cells()) == 2 * 2 * 2 + 2  # shared variant "fedtreelora" runs once per (task, seed)
+    seeds = [seed for _, _, seed in grid.cells()]
+    assert seeds == sorted(seeds)  # seed by seed: a sweep cut short covers every table for its first seeds
     out = tmp_path / "sweep"
     calls: list[int] = []
 
@@ -61,6 +63,8 @@ def test_sweep_runs_each_cell_once_and_resumes(tmp_path: Path, tiny_bert: Path, 
     written = write_report(out)
     tables = (out / "tables.md").read_text()
     assert "### Main" in tables and "| fedit |" in tables and "### Hetero" in tables
+    assert "| *majority label* |" in tables and "**" in tables  # reference row, best per column in bold
+    assert "### Does the tree split by task?" in tables
     assert len((out / "cells.csv").read_text().strip().splitlines()) == 1 + 10
     assert any(p.name.startswith("tree_fedtreelora_hetero") for p in written)
     assert any(p.name.startswith("k_per_layer_fedtreelora") for p in written)
@@ -71,3 +75,10 @@ def test_bad_grid_is_refused_before_anything_runs(tmp_path: Path, tiny_bert: Pat
     path.write_text(path.read_text().replace("fedit = [\"method='fedit'\"]", 'fedit = ["train.lr=-1"]'))
     with pytest.raises(ConfigError, match=r"train\.lr"):
         load_grid(path)
+
+
+def test_purity_is_the_share_of_clients_in_a_cluster_led_by_their_own_task() -> None:
+    tasks = ["a", "a", "b", "b"]
+    assert purity([0, 0, 0, 0], tasks) == 0.5  # one cluster: task a leads with 2 of 4
+    assert purity([0, 0, 1, 1], tasks) == 1.0
+    assert purity([0, 1, 1, 1], tasks) == 0.75  # cluster 1 = {a, b, b}: the a client is outvoted

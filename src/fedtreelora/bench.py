@@ -3,8 +3,9 @@
 A grid file (TOML) names a base config, the tasks (each a list of ``--set`` overrides), the seeds, and
 tables; a table lists variants (each a list of overrides) and the tasks it runs on. A cell is
 (variant, task, seed) and lives in ``OUT/<variant>/<task>/seed<k>/results.json``; a cell whose file
-exists is skipped, so an interrupted sweep resumes where it stopped. Variants that appear in several
-tables with the same overrides run once.
+exists is skipped, so an interrupted sweep resumes where it stopped. Cells run seed by seed, table by
+table, in file order, so a partial sweep already holds every table for its first seeds. Variants that
+appear in several tables with the same overrides run once.
 """
 
 from __future__ import annotations
@@ -50,11 +51,12 @@ class Grid:
         return out
 
     def cells(self) -> list[tuple[str, str, int]]:
+        """Every (variant, task, seed) once, seed by seed: a sweep cut short still covers every table."""
         seen: dict[tuple[str, str, int], None] = {}
-        for table in self.tables:
-            for variant in table.variants:
+        for seed in self.seeds:
+            for table in self.tables:
                 for task in table.tasks:
-                    for seed in self.seeds:
+                    for variant in table.variants:
                         seen[(variant, task, seed)] = None
         return list(seen)
 

@@ -49,7 +49,9 @@ def client_round(
     stages = [plan.train, plan.then_train] if plan.then_train else [plan.train]
     for patterns in stages:
         params = host.load(state, plan.matcher(patterns + HEAD), method.mixer)
-        epochs = (task.batches(data, cfg.batch_size, order) for _ in range(cfg.local_epochs))
+        epochs = (
+            task.batches(data, cfg.batch_size, order, cfg.group_by_length) for _ in range(cfg.local_epochs)
+        )
         stats = train_local(host.model, params, epochs, cfg.lr, cfg.weight_decay)
         state = host.state()
     new = state

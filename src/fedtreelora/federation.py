@@ -44,7 +44,9 @@ def prepare(cfg: RunConfig) -> Federation:
     except DataError as err:
         raise ConfigError(str(err)) from err
     m = cfg.model
-    model, tokenizer, head = load_classifier(m.name, label_count(tasks), cfg.seed, m.head_init_std or None)
+    model, tokenizer, head = load_classifier(
+        m.name, label_count(tasks), cfg.seed, m.head_init_std or None, m.backbone_dropout
+    )
     try:
         host = AdapterHost(model, m.targets, m.lora_alpha, m.dropout, head if m.train_head else None)
     except ValueError as err:

@@ -8,7 +8,13 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedTokenizerBase
+from transformers import (
+    AutoConfig,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    PretrainedConfig,
+    PreTrainedTokenizerBase,
+)
 from transformers.utils import logging as hf_logging
 
 from .config import ConfigError
@@ -29,14 +35,19 @@ def resolve(name: str) -> str:
 
 
 def load_classifier(
-    name: str, num_labels: int, seed: int, head_init_std: float | None = None
+    name: str,
+    num_labels: int,
+    seed: int,
+    head_init_std: float | None = None,
+    backbone_dropout: float | None = None,
 ) -> tuple[nn.Module, PreTrainedTokenizerBase, dict[str, nn.Parameter]]:
     """A sequence classifier, its tokenizer and its task-head parameters (the ones outside the backbone).
 
     A new head is initialised under ``seed``, so every client of a run shares the same frozen head. With
     ``head_init_std`` its fresh weight matrices are redrawn from N(0, std^2): transformers' default
     (std 0.02) makes a frozen random head so flat that LoRA alone needs very long training to move the
-    logits (see docs/DESIGN.md). Weights the checkpoint already had are never touched.
+    logits (see docs/DESIGN.md). Weights the checkpoint already had are never touched. ``backbone_dropout``
+    overrides every dropout probability in the model's config (names differ per architecture).
     """
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a hub at run time
     hf_logging.set_verbosity_error()
@@ -48,9 +59,12 @@ def load_classifier(
         hint = "a Hugging Face model id or folder"
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
+        config = AutoConfig.from_pretrained(source, num_labels=num_labels)
+        if backbone_dropout is not None:
+            set_dropout(config, backbone_dropout)
         torch.manual_seed(seed)
         model, info = AutoModelForSequenceClassification.from_pretrained(
-            source, num_labels=num_labels, output_loading_info=True
+            source, config=config, output_loading_info=True
         )
     except (OSError, ValueError) as err:
         raise ConfigError(f"model.name: cannot load {name!r} ({type(err).__name__}); use {hint}") from err
@@ -67,3 +81,10 @@ def load_classifier(
                 if n in fresh and p.ndim == 2:
                     p.copy_(torch.randn(p.shape, generator=gen) * head_init_std)
     return model, tokenizer, head
+
+
+def set_dropout(config: PretrainedConfig, p: float) -> None:
+    """Set every float dropout probability of ``config`` (BERT: hidden/attention_probs; Llama: attention)."""
+    for key, value in config.to_dict().items():
+        if ("dropout" in key or "pdrop" in key) and isinstance(value, float):
+            setattr(config, key, p)

@@ -9,11 +9,15 @@ from __future__ import annotations
 import csv
 import json
 import statistics
-from collections import defaultdict
+from collections import Counter, defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .plots import plot_tree, plt
+from .topology import cut
 
 Cells = dict[tuple[str, str], list[dict[str, Any]]]  # (variant, task) -> results of its seeds
 
@@ -36,23 +40,77 @@ def mean_std(values: list[float]) -> str:
 
 
 def markdown_table(table: dict[str, Any], cells: Cells) -> str:
-    """Variants as rows, tasks as columns, plus the average over tasks (only over complete rows)."""
+    """Variants as rows, tasks as columns, plus the average over tasks (only over complete rows).
+
+    The best mean per column is bold; the last row is the majority-label predictor on the same clients.
+    """
     tasks = table["tasks"]
-    header = ["variant", *tasks, "avg"] + (["majority baseline"] if len(tasks) == 1 else [])
+    header = ["variant", *tasks, "avg"]
     lines = [f"### {table['title']}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    means = {
+        (v, t): statistics.fmean(r["mean_accuracy"] for r in cells[(v, t)])
+        for v in table["variants"]
+        for t in tasks
+        if cells.get((v, t))
+    }
+    best = {t: max((m for (_, task), m in means.items() if task == t), default=None) for t in tasks}
     for variant in table["variants"]:
-        row, per_task = [variant], []
+        row = [variant]
         for task in tasks:
-            accs = [r["mean_accuracy"] for r in cells.get((variant, task), [])]
-            row.append(mean_std(accs))
-            if accs:
-                per_task.append(statistics.fmean(accs))
+            text = mean_std([r["mean_accuracy"] for r in cells.get((variant, task), [])])
+            row.append(f"**{text}**" if means.get((variant, task)) == best[task] else text)
+        per_task = [means[(variant, t)] for t in tasks if (variant, t) in means]
         row.append(f"{100 * statistics.fmean(per_task):.2f}" if len(per_task) == len(tasks) else "–")
-        if len(tasks) == 1:
-            base = [r["majority_baseline"] for r in cells.get((variant, tasks[0]), [])]
-            row.append(f"{100 * statistics.fmean(base):.2f}" if base else "–")
         lines.append("| " + " | ".join(row) + " |")
+    majority = [majority_baseline(cells, t) for t in tasks]
+    known = [m for m in majority if m is not None]
+    row = ["*majority label*", *(f"{100 * m:.2f}" if m is not None else "–" for m in majority)]
+    row.append(f"{100 * statistics.fmean(known):.2f}" if len(known) == len(tasks) else "–")
+    lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
+
+
+def majority_baseline(cells: Cells, task: str) -> float | None:
+    """Mean accuracy of always answering a client's majority training label (the same for every method)."""
+    by_seed = {r["seed"]: r["majority_baseline"] for (_, t), rs in cells.items() if t == task for r in rs}
+    return statistics.fmean(by_seed.values()) if by_seed else None
+
+
+def purity(labels: Sequence[int], tasks: Sequence[str]) -> float:
+    """Share of clients whose cluster's most common task is their own (1 = every cluster is one task)."""
+    counts = Counter(zip(labels, tasks, strict=True))
+    top: dict[int, int] = defaultdict(int)
+    for (cluster, _), n in counts.items():
+        top[cluster] = max(top[cluster], n)
+    return sum(top.values()) / len(tasks)
+
+
+def task_split_table(cells: Cells) -> str:
+    """Task-heterogeneous runs with a tree: K and task purity per layer, and the K where tasks separate."""
+    lines = [
+        "### Does the tree split by task?",
+        "",
+        "Purity per layer: share of clients whose cluster's most common task is their own (1/#tasks when "
+        "all share one cluster, 1 when every cluster holds one task). *Task-pure at K* is the smallest "
+        "number of clusters at which the tree's cut puts each task in clusters of its own.",
+        "",
+        "| variant | task | seed | K per layer | purity per layer | task-pure at K |",
+        "|---|---|---|---|---|---|",
+    ]
+    rows = 0
+    for (variant, task), results in sorted(cells.items()):
+        for r in sorted(results, key=lambda r: r["seed"]):
+            topology = r["topology"]
+            tasks = [c.get("task", "") for c in r["clients"]]
+            if not topology or not topology.get("linkage") or len(set(tasks)) < 2:
+                continue
+            z = np.asarray(topology["linkage"], dtype=np.float64)
+            pure_k = next(k for k in range(1, len(tasks) + 1) if purity(cut(z, k).tolist(), tasks) == 1.0)
+            ks = " ".join(map(str, topology["k_per_layer"]))
+            purities = " ".join(f"{purity(p, tasks):.2f}" for p in topology["partitions"])
+            lines.append(f"| {variant} | {task} | {r['seed']} | {ks} | {purities} | {pure_k} |")
+            rows += 1
+    return "\n".join(lines) if rows else ""
 
 
 def write_csv(cells: Cells, path: Path) -> None:
@@ -70,27 +128,29 @@ def write_csv(cells: Cells, path: Path) -> None:
 
 
 def plot_k_per_task(cells: Cells, variant: str, path: Path) -> bool:
-    """K per layer of ``variant`` on every task (one line per task and seed)."""
+    """K per layer of ``variant``: one line per task (mean over seeds), bars from the fewest to the most."""
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    drawn = False
-    for (v, task), results in sorted(cells.items()):
-        if v != variant:
-            continue
-        for r in results:
-            if r["topology"]:
-                ks = r["topology"]["k_per_layer"]
-                ax.plot(range(len(ks)), ks, marker="o", alpha=0.7, label=f"{task} s{r['seed']}")
-                drawn = True
-    if drawn:
+    series = {
+        task: np.array([r["topology"]["k_per_layer"] for r in results if r["topology"]], dtype=float)
+        for (v, task), results in sorted(cells.items())
+        if v == variant
+    }
+    series = {task: ks for task, ks in series.items() if ks.size}  # (seeds, layers)
+    for i, (task, ks) in enumerate(series.items()):
+        x = np.arange(ks.shape[1]) + 0.06 * (i - (len(series) - 1) / 2)  # small offsets: lines overlap
+        mean = ks.mean(axis=0)
+        err = np.stack([mean - ks.min(axis=0), ks.max(axis=0) - mean])
+        ax.errorbar(x, mean, yerr=err, marker="o", capsize=3, label=f"{task} ({ks.shape[0]} seeds)")
+    if series:
         ax.set_xlabel("layer (0 = shallowest)")
         ax.set_ylabel("clusters K")
-        ax.set_title(f"{variant}: clusters per layer")
-        ax.legend(fontsize=7, ncol=2)
+        ax.set_title(f"{variant}: clusters per layer (mean, min–max over seeds)")
+        ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
         fig.tight_layout()
         fig.savefig(path, dpi=120)
     plt.close(fig)
-    return drawn
+    return bool(series)
 
 
 def plot_accuracy_per_round(cells: Cells, variants: list[str], task: str, path: Path) -> bool:
@@ -108,6 +168,9 @@ def plot_accuracy_per_round(cells: Cells, variants: list[str], task: str, path: 
             rounds = sorted(by_round)
             ax.plot(rounds, [statistics.fmean(by_round[k]) for k in rounds], marker="o", label=variant)
             drawn = True
+    majority = majority_baseline(cells, task)
+    if drawn and majority is not None:
+        ax.axhline(majority, color="grey", linestyle="--", linewidth=1, label="majority label")
     if drawn:
         ax.set_xlabel("round")
         ax.set_ylabel("mean personalised accuracy")
@@ -128,7 +191,11 @@ def write_report(out: Path) -> list[Path]:
     plots.mkdir(exist_ok=True)
     written = [out / "cells.csv", out / "tables.md"]
     write_csv(cells, written[0])
-    written[1].write_text("\n\n".join(markdown_table(t, cells) for t in grid["tables"]) + "\n")
+    finished = [r for results in cells.values() for r in results]
+    seconds = sum(r["timing"]["total_seconds"] for r in finished)
+    summary = f"{len(finished)} finished cells, {seconds / 3600:.1f} hours of run time in total."
+    sections = [summary, *(markdown_table(t, cells) for t in grid["tables"]), task_split_table(cells)]
+    written[1].write_text("\n\n".join(s for s in sections if s) + "\n")
     for table in grid["tables"]:
         for task in table["tasks"]:
             path = plots / f"accuracy_{table['name']}_{task}.png"
