@@ -1,10 +1,11 @@
 """Sweeps: cells run once, resume after interruption, and tables regenerate from the files alone."""
 
+import json
 from pathlib import Path
 
 import pytest
 
-from fedtreelora.bench import load_grid, run_grid
+from fedtreelora.bench import cell_dir, load_grid, run_grid
 from fedtreelora.config import ConfigError
 from fedtreelora.report import purity, write_report
 from fedtreelora.runtime.embedded import run
@@ -68,6 +69,25 @@ def test_sweep_runs_each_cell_once_and_resumes(tmp_path: Path, tiny_bert: Path, 
     assert len((out / "cells.csv").read_text().strip().splitlines()) == 1 + 10
     assert any(p.name.startswith("tree_fedtreelora_hetero") for p in written)
     assert any(p.name.startswith("k_per_layer_fedtreelora") for p in written)
+
+
+def test_parallel_cells_give_the_numbers_of_one_thread(
+    tmp_path: Path, tiny_bert: Path, tiny_task: Path
+) -> None:
+    grid = load_grid(grid_file(tmp_path, tiny_bert, tiny_task))
+    grid.base.append("train.threads=1")
+    grid.seeds = [0]
+    assert run_grid(grid, tmp_path / "one", run) == 5
+    assert run_grid(grid, tmp_path / "two", run, jobs=2) == 5
+    for variant, task, seed in grid.cells():
+        one, two = (
+            json.loads((cell_dir(tmp_path / d, variant, task, seed) / "results.json").read_text())
+            for d in ("one", "two")
+        )
+        assert one["mean_accuracy"] == two["mean_accuracy"] and one["rounds"][-1] == {
+            **two["rounds"][-1],
+            "seconds": one["rounds"][-1]["seconds"],
+        }
 
 
 def test_bad_grid_is_refused_before_anything_runs(tmp_path: Path, tiny_bert: Path, tiny_task: Path) -> None:

@@ -10,9 +10,12 @@ appear in several tables with the same overrides run once.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import multiprocessing
 import tomllib
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -105,31 +108,60 @@ def cell_dir(out: Path, variant: str, task: str, seed: int) -> Path:
     return out / variant / task / f"seed{seed}"
 
 
+def one_thread(cfg: RunConfig) -> RunConfig:
+    """The cell as one thread in one process: what ``--jobs`` runs, with the same numbers as a pool run."""
+    train = dataclasses.replace(cfg.train, threads=1)
+    return dataclasses.replace(cfg, train=train, federation=dataclasses.replace(cfg.federation, workers=0))
+
+
 def run_grid(
     grid: Grid,
     out: Path,
     runner: Callable[[RunConfig], dict[str, Any]],
     on_cell: Callable[[int, int, str, bool], None] | None = None,
+    jobs: int = 1,
 ) -> int:
-    """Run every unfinished cell; returns how many ran. ``on_cell(i, total, name, skipped)`` reports."""
+    """Run every unfinished cell; returns how many ran. ``on_cell(i, total, name, skipped)`` reports.
+
+    ``jobs > 1`` runs that many cells at once, each as one thread in one process (``runner`` must then be
+    picklable): on a small machine this beats a worker pool inside each cell, whose start-up and transfers
+    are paid per cell.
+    """
     cells = grid.cells()
-    ran = 0
     # Written first, so that `fedtreelora report` can tabulate a sweep that is still running or was cut off.
     out.mkdir(parents=True, exist_ok=True)
     tables = [t.__dict__ for t in grid.tables]
     (out / "grid.json").write_text(json.dumps({"seeds": grid.seeds, "tables": tables}, indent=1))
-    for i, (variant, task, seed) in enumerate(cells, start=1):
-        folder = cell_dir(out, variant, task, seed)
-        done = (folder / "results.json").exists()
-        if on_cell is not None:
-            on_cell(i, len(cells), f"{variant}/{task}/seed{seed}", done)
-        if done:
-            continue
-        result = runner(grid.cell_config(variant, task, seed))
-        result["cell"] = {"variant": variant, "task": task, "seed": seed}
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / "results.json.tmp"
-        tmp.write_text(json.dumps(result, indent=1))
-        tmp.rename(folder / "results.json")  # a cell is finished only once its file is whole
-        ran += 1
-    return ran
+    todo: list[tuple[str, str, int]] = []
+    for i, cell in enumerate(cells, start=1):
+        done = (cell_dir(out, *cell) / "results.json").exists()
+        if on_cell is not None and done:
+            on_cell(i, len(cells), "{}/{}/seed{}".format(*cell), True)
+        if not done:
+            todo.append(cell)
+    if jobs <= 1:
+        for cell in todo:
+            if on_cell is not None:
+                on_cell(cells.index(cell) + 1, len(cells), "{}/{}/seed{}".format(*cell), False)
+            save_cell(out, cell, runner(grid.cell_config(*cell)))
+        return len(todo)
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        running = {}
+        for cell in todo:  # submitted in order; the pool starts them as its processes free up
+            running[pool.submit(runner, one_thread(grid.cell_config(*cell)))] = cell
+        for future in as_completed(running):
+            cell = running[future]
+            save_cell(out, cell, future.result())
+            if on_cell is not None:
+                on_cell(cells.index(cell) + 1, len(cells), "{}/{}/seed{}".format(*cell), False)
+    return len(todo)
+
+
+def save_cell(out: Path, cell: tuple[str, str, int], result: dict[str, Any]) -> None:
+    variant, task, seed = cell
+    result["cell"] = {"variant": variant, "task": task, "seed": seed}
+    folder = cell_dir(out, *cell)
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / "results.json.tmp"
+    tmp.write_text(json.dumps(result, indent=1))
+    tmp.rename(folder / "results.json")  # a cell is finished only once its file is whole

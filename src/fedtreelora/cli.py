@@ -103,6 +103,9 @@ def _run_with_progress(cfg: RunConfig) -> dict[str, Any]:
 def bench(
     grid_file: Annotated[Path, typer.Argument(help="grid TOML (see benchmarks/glue_grid.toml)")],
     out: Annotated[Path, typer.Option("--out", "-o", help="sweep folder; finished cells are skipped")],
+    jobs: Annotated[
+        int, typer.Option("--jobs", "-j", min=1, help="cells at once, one thread each (same numbers)")
+    ] = 1,
 ) -> None:
     """Run a sweep of variants x tasks x seeds; resumes where it stopped; then writes the tables."""
     from .bench import load_grid, run_grid
@@ -116,9 +119,10 @@ def bench(
     out.mkdir(parents=True, exist_ok=True)
 
     def on_cell(i: int, total: int, name: str, skipped: bool) -> None:
-        err.print(f"[{i}/{total}] {name}" + (" (done, skipped)" if skipped else ""), highlight=False)
+        status = " (done, skipped)" if skipped else (" finished" if jobs > 1 else "")
+        err.print(f"[{i}/{total}] {name}{status}", highlight=False)
 
-    ran = run_grid(grid, out, run_embedded, on_cell)
+    ran = run_grid(grid, out, run_embedded, on_cell, jobs)
     written = write_report(out)
     Console().print(
         f"ran {ran} cells; wrote {', '.join(str(p) for p in written[:2])} and {len(written) - 2} plots"
