@@ -7,7 +7,7 @@ import pytest
 
 from fedtreelora.bench import cell_dir, load_grid, run_grid
 from fedtreelora.config import ConfigError
-from fedtreelora.report import purity, write_report
+from fedtreelora.report import MARKERS, paste_tables, purity, write_report
 from fedtreelora.runtime.embedded import run
 
 from .conftest import write_task
@@ -102,3 +102,11 @@ def test_purity_is_the_share_of_clients_in_a_cluster_led_by_their_own_task() -> 
     assert purity([0, 0, 0, 0], tasks) == 0.5  # one cluster: task a leads with 2 of 4
     assert purity([0, 0, 1, 1], tasks) == 1.0
     assert purity([0, 1, 1, 1], tasks) == 0.75  # cluster 1 = {a, b, b}: the a client is outvoted
+
+
+def test_paste_tables_replaces_only_the_marked_region(tmp_path: Path) -> None:
+    doc = tmp_path / "RESULTS.md"
+    doc.write_text(f"intro\n{MARKERS[0]}\nold table\n{MARKERS[1]}\nreading\n")
+    paste_tables("| new |\n", doc)
+    paste_tables("| newer |\n", doc)  # idempotent: the markers stay
+    assert doc.read_text() == f"intro\n{MARKERS[0]}\n| newer |\n{MARKERS[1]}\nreading\n"

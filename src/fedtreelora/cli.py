@@ -132,14 +132,23 @@ def bench(
 @app.command()
 def report(
     out: Annotated[Path, typer.Argument(help="a sweep folder written by `fedtreelora bench`")],
+    into: Annotated[
+        Path | None,
+        typer.Option(help="also paste the tables into this Markdown file, between its table markers"),
+    ] = None,
 ) -> None:
     """Regenerate a sweep's CSV, Markdown tables and plots from its stored result files."""
-    from .report import write_report
+    from .report import MARKERS, paste_tables, write_report
 
     if not (out / "grid.json").is_file():
         fail(f"OUT: {out} holds no grid.json; pass a folder written by `fedtreelora bench`")
+    if into is not None and not all(m in (into.read_text() if into.is_file() else "") for m in MARKERS):
+        fail(f"--into: {into} needs the lines {MARKERS[0]} and {MARKERS[1]} around the place for the tables")
     written = write_report(out)
-    Console().print(f"wrote {', '.join(str(p) for p in written[:2])} and {len(written) - 2} plots")
+    if into is not None:
+        paste_tables(written[1].read_text(), into)
+        written.append(into)
+    Console().print(f"wrote {', '.join(str(p) for p in written[:2])} and {len(written) - 2} more files")
 
 
 @app.command()

@@ -215,3 +215,13 @@ def write_report(out: Path) -> list[Path]:
             plot_tree(topology, path, labels)
             written.append(path)
     return written
+
+
+MARKERS = ("<!-- tables:begin -->", "<!-- tables:end -->")
+
+
+def paste_tables(tables: str, doc: Path) -> None:
+    """Replace what sits between ``doc``'s two table markers with ``tables`` (a page quoting a sweep)."""
+    text = doc.read_text()
+    start, end = text.index(MARKERS[0]) + len(MARKERS[0]), text.index(MARKERS[1])
+    doc.write_text(text[:start] + "\n" + tables.strip() + "\n" + text[end:])
