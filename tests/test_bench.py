@@ -7,7 +7,7 @@ import pytest
 
 from fedtreelora.bench import cell_dir, load_grid, run_grid
 from fedtreelora.config import ConfigError
-from fedtreelora.report import MARKERS, paste_tables, purity, write_report
+from fedtreelora.report import MARKERS, markdown_table, paste_tables, purity, write_report
 from fedtreelora.runtime.embedded import run
 
 from .conftest import write_task
@@ -110,3 +110,15 @@ def test_paste_tables_replaces_only_the_marked_region(tmp_path: Path) -> None:
     paste_tables("| new |\n", doc)
     paste_tables("| newer |\n", doc)  # idempotent: the markers stay
     assert doc.read_text() == f"intro\n{MARKERS[0]}\n| newer |\n{MARKERS[1]}\nreading\n"
+
+
+def test_table_bolds_the_best_mean_and_leaves_missing_cells_plain() -> None:
+    def result(seed: int, acc: float) -> dict[str, object]:
+        return {"seed": seed, "mean_accuracy": acc, "majority_baseline": 0.5}
+
+    cells = {("a", "t1"): [result(0, 0.6), result(1, 0.8)], ("b", "t1"): [result(0, 0.9)]}
+    table = {"title": "T", "tasks": ["t1", "t2"], "variants": {"a": [], "b": []}}
+    lines = markdown_table(table, cells).splitlines()  # type: ignore[arg-type]
+    assert lines[4] == "| a | 70.00 ± 14.14 (n=2) | – | – |"
+    assert lines[5] == "| b | **90.00 ± 0.00 (n=1)** | – | – |"
+    assert lines[6] == "| *majority label* | 50.00 | – | – |"

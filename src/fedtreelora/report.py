@@ -58,7 +58,8 @@ def markdown_table(table: dict[str, Any], cells: Cells) -> str:
         row = [variant]
         for task in tasks:
             text = mean_std([r["mean_accuracy"] for r in cells.get((variant, task), [])])
-            row.append(f"**{text}**" if means.get((variant, task)) == best[task] else text)
+            is_best = (variant, task) in means and means[(variant, task)] == best[task]
+            row.append(f"**{text}**" if is_best else text)
         per_task = [means[(variant, t)] for t in tasks if (variant, t) in means]
         row.append(f"{100 * statistics.fmean(per_task):.2f}" if len(per_task) == len(tasks) else "–")
         lines.append("| " + " | ".join(row) + " |")
