@@ -118,7 +118,7 @@ def test_table_bolds_the_best_mean_and_leaves_missing_cells_plain() -> None:
 
     cells = {("a", "t1"): [result(0, 0.6), result(1, 0.8)], ("b", "t1"): [result(0, 0.9)]}
     table = {"title": "T", "tasks": ["t1", "t2"], "variants": {"a": [], "b": []}}
-    lines = markdown_table(table, cells).splitlines()  # type: ignore[arg-type]
+    lines = markdown_table(table, cells).splitlines()
     assert lines[4] == "| a | 70.00 ± 14.14 (n=2) | – | – |"
     assert lines[5] == "| b | **90.00 ± 0.00 (n=1)** | – | – |"
     assert lines[6] == "| *majority label* | 50.00 | – | – |"
