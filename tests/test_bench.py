@@ -121,4 +121,4 @@ def test_table_bolds_the_best_mean_and_leaves_missing_cells_plain() -> None:
     lines = markdown_table(table, cells).splitlines()
     assert lines[4] == "| a | 70.00 ± 14.14 (n=2) | – | – |"
     assert lines[5] == "| b | **90.00 ± 0.00 (n=1)** | – | – |"
-    assert lines[6] == "| *majority label* | 50.00 | – | – |"
+    assert lines[6] == "| *majority label* | 50.00 (n=2) | – | – |"

@@ -36,7 +36,7 @@ def mean_std(values: list[float]) -> str:
         return "–"
     mean = 100 * statistics.fmean(values)
     std = 100 * statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{mean:.2f} ± {std:.2f}" + ("" if len(values) >= 3 else f" (n={len(values)})")
+    return f"{mean:.2f} ± {std:.2f}" + seeds_note(values)
 
 
 def markdown_table(table: dict[str, Any], cells: Cells) -> str:
@@ -64,17 +64,21 @@ def markdown_table(table: dict[str, Any], cells: Cells) -> str:
         row.append(f"{100 * statistics.fmean(per_task):.2f}" if len(per_task) == len(tasks) else "–")
         lines.append("| " + " | ".join(row) + " |")
     majority = [majority_baseline(cells, t) for t in tasks]
-    known = [m for m in majority if m is not None]
-    row = ["*majority label*", *(f"{100 * m:.2f}" if m is not None else "–" for m in majority)]
+    known = [statistics.fmean(m) for m in majority if m]
+    row = ["*majority label*", *(mean_std(m).split(" ± ")[0] + seeds_note(m) if m else "–" for m in majority)]
     row.append(f"{100 * statistics.fmean(known):.2f}" if len(known) == len(tasks) else "–")
     lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 
 
-def majority_baseline(cells: Cells, task: str) -> float | None:
-    """Mean accuracy of always answering a client's majority training label (the same for every method)."""
+def majority_baseline(cells: Cells, task: str) -> list[float]:
+    """Per seed, the accuracy of always answering a client's majority training label (any method)."""
     by_seed = {r["seed"]: r["majority_baseline"] for (_, t), rs in cells.items() if t == task for r in rs}
-    return statistics.fmean(by_seed.values()) if by_seed else None
+    return [by_seed[seed] for seed in sorted(by_seed)]
+
+
+def seeds_note(values: list[float]) -> str:
+    return "" if len(values) >= 3 else f" (n={len(values)})"
 
 
 def purity(labels: Sequence[int], tasks: Sequence[str]) -> float:
@@ -141,7 +145,8 @@ def plot_k_per_task(cells: Cells, variant: str, path: Path) -> bool:
         x = np.arange(ks.shape[1]) + 0.06 * (i - (len(series) - 1) / 2)  # small offsets: lines overlap
         mean = ks.mean(axis=0)
         err = np.stack([mean - ks.min(axis=0), ks.max(axis=0) - mean])
-        ax.errorbar(x, mean, yerr=err, marker="o", capsize=3, label=f"{task} ({ks.shape[0]} seeds)")
+        seeds = f"{ks.shape[0]} seed" + ("s" if ks.shape[0] > 1 else "")
+        ax.errorbar(x, mean, yerr=err, marker="o", capsize=3, label=f"{task} ({seeds})")
     if series:
         ax.set_xlabel("layer (0 = shallowest)")
         ax.set_ylabel("clusters K")
@@ -172,8 +177,10 @@ def plot_accuracy_per_round(cells: Cells, variants: list[str], task: str, path: 
             ax.plot(rounds, means, marker="o", linewidth=width, label=variant)
             drawn = True
     majority = majority_baseline(cells, task)
-    if drawn and majority is not None:
-        ax.axhline(majority, color="grey", linestyle="--", linewidth=1, label="majority label")
+    if drawn and majority:
+        ax.axhline(
+            statistics.fmean(majority), color="grey", linestyle="--", linewidth=1, label="majority label"
+        )
     if drawn:
         ax.set_xlabel("round")
         ax.set_ylabel("mean personalised accuracy")
