@@ -22,6 +22,7 @@ from typing import Any
 
 from .config import ConfigError, RunConfig, check, load_config
 from .methods import options_for
+from .runtime.executors import die_with_parent
 
 
 @dataclass(frozen=True)
@@ -145,7 +146,8 @@ def run_grid(
                 on_cell(cells.index(cell) + 1, len(cells), "{}/{}/seed{}".format(*cell), False)
             save_cell(out, cell, runner(grid.cell_config(*cell)))
         return len(todo)
-    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(jobs, mp_context=context, initializer=die_with_parent) as pool:
         running = {}
         for cell in todo:  # submitted in order; the pool starts them as its processes free up
             running[pool.submit(runner, one_thread(grid.cell_config(*cell)))] = cell

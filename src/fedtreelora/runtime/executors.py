@@ -7,8 +7,11 @@ executor: each job carries its own seed (see ``embedded.client_seed``).
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import multiprocessing
+import signal
+import sys
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -69,8 +72,16 @@ class InProcess:
 _worker_federation: Federation | None = None  # this worker process's own backbone and data
 
 
+def die_with_parent() -> None:
+    """Linux: this process gets SIGTERM when its parent dies, so `kill <pid>` of a run leaves no orphans
+    computing for nobody (a pool's workers otherwise outlive it)."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+
+
 def _init_worker(cfg: RunConfig) -> None:
     global _worker_federation
+    die_with_parent()
     torch.set_num_threads(1)  # the pool's workers share the cores
     _worker_federation = prepare(dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, threads=1)))
 
