@@ -10,7 +10,6 @@ appear in several tables with the same overrides run once.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import multiprocessing
 import tomllib
@@ -22,7 +21,7 @@ from typing import Any
 
 from .config import ConfigError, RunConfig, check, load_config
 from .methods import options_for
-from .runtime.executors import die_with_parent
+from .runtime.executors import die_with_parent, one_thread
 
 
 @dataclass(frozen=True)
@@ -109,12 +108,6 @@ def cell_dir(out: Path, variant: str, task: str, seed: int) -> Path:
     return out / variant / task / f"seed{seed}"
 
 
-def one_thread(cfg: RunConfig) -> RunConfig:
-    """The cell as one thread in one process: what ``--jobs`` runs, with the same numbers as a pool run."""
-    train = dataclasses.replace(cfg.train, threads=1)
-    return dataclasses.replace(cfg, train=train, federation=dataclasses.replace(cfg.federation, workers=0))
-
-
 def run_grid(
     grid: Grid,
     out: Path,
@@ -133,29 +126,30 @@ def run_grid(
     out.mkdir(parents=True, exist_ok=True)
     tables = [t.__dict__ for t in grid.tables]
     (out / "grid.json").write_text(json.dumps({"seeds": grid.seeds, "tables": tables}, indent=1))
-    todo: list[tuple[str, str, int]] = []
-    for i, cell in enumerate(cells, start=1):
-        done = (cell_dir(out, *cell) / "results.json").exists()
-        if on_cell is not None and done:
-            on_cell(i, len(cells), "{}/{}/seed{}".format(*cell), True)
-        if not done:
+    position = {cell: i for i, cell in enumerate(cells, start=1)}
+
+    def report(cell: tuple[str, str, int], skipped: bool) -> None:
+        if on_cell is not None:
+            on_cell(position[cell], len(cells), "{}/{}/seed{}".format(*cell), skipped)
+
+    todo = []
+    for cell in cells:
+        if (cell_dir(out, *cell) / "results.json").exists():
+            report(cell, True)
+        else:
             todo.append(cell)
     if jobs <= 1:
         for cell in todo:
-            if on_cell is not None:
-                on_cell(cells.index(cell) + 1, len(cells), "{}/{}/seed{}".format(*cell), False)
+            report(cell, False)
             save_cell(out, cell, runner(grid.cell_config(*cell)))
         return len(todo)
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(jobs, mp_context=context, initializer=die_with_parent) as pool:
-        running = {}
-        for cell in todo:  # submitted in order; the pool starts them as its processes free up
-            running[pool.submit(runner, one_thread(grid.cell_config(*cell)))] = cell
+        # Submitted in order; the pool starts them as its processes free up.
+        running = {pool.submit(runner, one_thread(grid.cell_config(*cell))): cell for cell in todo}
         for future in as_completed(running):
-            cell = running[future]
-            save_cell(out, cell, future.result())
-            if on_cell is not None:
-                on_cell(cells.index(cell) + 1, len(cells), "{}/{}/seed{}".format(*cell), False)
+            save_cell(out, running[future], future.result())
+            report(running[future], False)
     return len(todo)
 
 

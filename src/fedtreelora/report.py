@@ -63,10 +63,14 @@ def markdown_table(table: dict[str, Any], cells: Cells) -> str:
         per_task = [means[(variant, t)] for t in tasks if (variant, t) in means]
         row.append(f"{100 * statistics.fmean(per_task):.2f}" if len(per_task) == len(tasks) else "–")
         lines.append("| " + " | ".join(row) + " |")
-    majority = [majority_baseline(cells, t) for t in tasks]
-    known = [statistics.fmean(m) for m in majority if m]
-    row = ["*majority label*", *(mean_std(m).split(" ± ")[0] + seeds_note(m) if m else "–" for m in majority)]
-    row.append(f"{100 * statistics.fmean(known):.2f}" if len(known) == len(tasks) else "–")
+    row = ["*majority label*"]
+    level: list[float] = []  # per task, mean over its seeds
+    for task in tasks:
+        majority = majority_baseline(cells, task)
+        if majority:
+            level.append(statistics.fmean(majority))
+        row.append(f"{100 * level[-1]:.2f}{seeds_note(majority)}" if majority else "–")
+    row.append(f"{100 * statistics.fmean(level):.2f}" if len(level) == len(tasks) else "–")
     lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 

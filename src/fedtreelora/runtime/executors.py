@@ -72,6 +72,14 @@ class InProcess:
 _worker_federation: Federation | None = None  # this worker process's own backbone and data
 
 
+def one_thread(cfg: RunConfig) -> RunConfig:
+    """``cfg`` as one torch thread in one process: a pool worker, or a sweep cell run beside others.
+
+    Runs made this way give the same numbers as a pool of workers (each job carries its own seed)."""
+    train = dataclasses.replace(cfg.train, threads=1)
+    return dataclasses.replace(cfg, train=train, federation=dataclasses.replace(cfg.federation, workers=0))
+
+
 def die_with_parent() -> None:
     """Linux: this process gets SIGTERM when its parent dies, so `kill <pid>` of a run leaves no orphans
     computing for nobody (a pool's workers otherwise outlive it)."""
@@ -83,7 +91,7 @@ def _init_worker(cfg: RunConfig) -> None:
     global _worker_federation
     die_with_parent()
     torch.set_num_threads(1)  # the pool's workers share the cores
-    _worker_federation = prepare(dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, threads=1)))
+    _worker_federation = prepare(one_thread(cfg))
 
 
 def _train_in_worker(job: TrainJob) -> ClientResult:
