@@ -122,3 +122,17 @@ def test_table_bolds_the_best_mean_and_leaves_missing_cells_plain() -> None:
     assert lines[4] == "| a | 70.00 ± 14.14 (n=2) | – | – |"
     assert lines[5] == "| b | **90.00 ± 0.00 (n=1)** | – | – |"
     assert lines[6] == "| *majority label* | 50.00 (n=2) | – | – |"
+
+
+def test_table_over_majority_subtracts_each_seeds_own_majority_level() -> None:
+    def result(seed: int, acc: float, majority: float) -> dict[str, object]:
+        return {"seed": seed, "mean_accuracy": acc, "majority_baseline": majority}
+
+    # a: 0.6 - 0.5 = 0.1 and 0.8 - 0.6 = 0.2 -> mean 15, std sqrt(0.005) = 7.07 points
+    cells = {("a", "t1"): [result(0, 0.6, 0.5), result(1, 0.8, 0.6)], ("b", "t1"): [result(0, 0.4, 0.5)]}
+    table = {"title": "T", "tasks": ["t1"], "variants": {"a": [], "b": []}}
+    lines = markdown_table(table, cells, over_majority=True).splitlines()
+    assert lines[0] == "### T: minus the majority label, paired per seed"
+    assert lines[4] == "| a | **+15.00 ± 7.07 (n=2)** | +15.00 |"
+    assert lines[5] == "| b | -10.00 ± 0.00 (n=1) | -10.00 |"
+    assert len(lines) == 6  # no majority row: it would be 0 by construction

@@ -31,38 +31,50 @@ def load_cells(out: Path) -> Cells:
     return cells
 
 
-def mean_std(values: list[float]) -> str:
+def mean_std(values: list[float], sign: str = "") -> str:
+    """``values`` (fractions) as percent "mean ± std"; ``sign="+"`` prints the sign of a difference."""
     if not values:
         return "–"
     mean = 100 * statistics.fmean(values)
     std = 100 * statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{mean:.2f} ± {std:.2f}" + seeds_note(values)
+    return f"{mean:{sign}.2f} ± {std:.2f}" + seeds_note(values)
 
 
-def markdown_table(table: dict[str, Any], cells: Cells) -> str:
+def markdown_table(table: dict[str, Any], cells: Cells, over_majority: bool = False) -> str:
     """Variants as rows, tasks as columns, plus the average over tasks (only over complete rows).
 
     The best mean per column is bold; the last row is the majority-label predictor on the same clients.
+    With ``over_majority`` every seed's accuracy is first reduced by that predictor's on the same seed:
+    the label skew, and with it the majority level, moves a lot between seeds (partitions differ), and the
+    paired difference removes that shared part, so its spread is the method's, not the partition's.
     """
+
+    def value(r: dict[str, Any]) -> float:
+        return float(r["mean_accuracy"] - (r["majority_baseline"] if over_majority else 0.0))
+
     tasks = table["tasks"]
     header = ["variant", *tasks, "avg"]
-    lines = [f"### {table['title']}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    title = table["title"] + (": minus the majority label, paired per seed" if over_majority else "")
+    lines = [f"### {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     means = {
-        (v, t): statistics.fmean(r["mean_accuracy"] for r in cells[(v, t)])
+        (v, t): statistics.fmean(value(r) for r in cells[(v, t)])
         for v in table["variants"]
         for t in tasks
         if cells.get((v, t))
     }
     best = {t: max((m for (_, task), m in means.items() if task == t), default=None) for t in tasks}
+    sign = "+" if over_majority else ""
     for variant in table["variants"]:
         row = [variant]
         for task in tasks:
-            text = mean_std([r["mean_accuracy"] for r in cells.get((variant, task), [])])
+            text = mean_std([value(r) for r in cells.get((variant, task), [])], sign)
             is_best = (variant, task) in means and means[(variant, task)] == best[task]
             row.append(f"**{text}**" if is_best else text)
         per_task = [means[(variant, t)] for t in tasks if (variant, t) in means]
-        row.append(f"{100 * statistics.fmean(per_task):.2f}" if len(per_task) == len(tasks) else "–")
+        row.append(f"{100 * statistics.fmean(per_task):{sign}.2f}" if len(per_task) == len(tasks) else "–")
         lines.append("| " + " | ".join(row) + " |")
+    if over_majority:
+        return "\n".join(lines)
     row = ["*majority label*"]
     level: list[float] = []  # per task, mean over its seeds
     for task in tasks:
@@ -208,7 +220,10 @@ def write_report(out: Path) -> list[Path]:
     finished = [r for results in cells.values() for r in results]
     seconds = sum(r["timing"]["total_seconds"] for r in finished)
     summary = f"{len(finished)} finished cells, {seconds / 3600:.1f} hours of run time in total."
-    sections = [summary, *(markdown_table(t, cells) for t in grid["tables"]), task_split_table(cells)]
+    tables = [markdown_table(t, cells) for t in grid["tables"]]
+    # the first table is the main comparison: it also gets the paired view against the trivial predictor
+    tables.insert(1, markdown_table(grid["tables"][0], cells, over_majority=True))
+    sections = [summary, *tables, task_split_table(cells)]
     written[1].write_text("\n\n".join(s for s in sections if s) + "\n")
     for table in grid["tables"]:
         for task in table["tasks"]:
