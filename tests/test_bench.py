@@ -28,6 +28,7 @@ hetero = ["data.partition='task'", "data.tasks=['{data}', '{other}']", "data.n_c
 name = "main"
 title = "Main"
 tasks = ["toy", "pairs"]
+over_majority = true
 [table.variants]
 fedit = ["method='fedit'"]
 fedtreelora = ["method='fedtreelora'"]
@@ -64,6 +65,7 @@ def test_sweep_runs_each_cell_once_and_resumes(tmp_path: Path, tiny_bert: Path, 
     written = write_report(out)
     tables = (out / "tables.md").read_text()
     assert "### Main" in tables and "| fedit |" in tables and "### Hetero" in tables
+    assert "### Main: minus the majority label" in tables and "### Hetero: minus" not in tables
     assert "| *majority label* |" in tables and "**" in tables  # reference row, best per column in bold
     assert "### Does the tree split by task?" in tables
     assert len((out / "cells.csv").read_text().strip().splitlines()) == 1 + 10
@@ -94,6 +96,9 @@ def test_bad_grid_is_refused_before_anything_runs(tmp_path: Path, tiny_bert: Pat
     path = grid_file(tmp_path, tiny_bert, tiny_task)
     path.write_text(path.read_text().replace("fedit = [\"method='fedit'\"]", 'fedit = ["train.lr=-1"]'))
     with pytest.raises(ConfigError, match=r"train\.lr"):
+        load_grid(path)
+    path.write_text(path.read_text().replace("over_majority = true", 'over_majority = "yes"'))
+    with pytest.raises(ConfigError, match=r"table\[0\]\.over_majority"):
         load_grid(path)
 
 

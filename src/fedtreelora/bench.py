@@ -30,6 +30,7 @@ class Table:
     title: str
     variants: dict[str, list[str]]  # variant name -> overrides
     tasks: list[str]
+    over_majority: bool = False  # report also shows it minus the majority-label predictor, paired per seed
 
 
 @dataclass
@@ -90,12 +91,15 @@ def load_grid(path: Path) -> Grid:
                 f"table[{i}].tasks",
                 f"unknown task {task!r}; known: {', '.join(grid.tasks)}",
             )
+        over_majority = t.get("over_majority", False)
+        check(isinstance(over_majority, bool), f"table[{i}].over_majority", "write true or false")
         grid.tables.append(
             Table(
                 name=t["name"],
                 title=t.get("title", t["name"]),
                 variants={k: list(v) for k, v in t["variants"].items()},
                 tasks=tasks,
+                over_majority=over_majority,
             )
         )
     check(bool(grid.tables), "table", "the grid needs at least one [[table]]")
