@@ -55,7 +55,7 @@ def test_host_wraps_numbered_targets_and_round_trips_state() -> None:
     state = init_lora(host.modules, 2, "cluster", seed=0)
     state["layers.1.mix.alpha"] = torch.tensor(0.3)
     train = host.load(state, lambda n: n.endswith(".B"), Scalar())
-    assert len(train) == 4 and all(p.requires_grad for p in train)
+    assert len(train) == 4 and all(p.requires_grad for p in train.values())
     back = host.state()
     assert set(back) == set(state)
     assert all(torch.equal(back[k], state[k]) for k in state)

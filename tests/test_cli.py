@@ -23,14 +23,22 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.mark.skipif(not SST2.exists(), reason="needs ../shared/data beside the checkout")
 def test_smoke_example_writes_results_and_plots(tmp_path: Path) -> None:
-    proc = cli("run", "--config", "examples/smoke.toml", "--out", str(tmp_path))
+    proc = cli("run", "--config", "examples/smoke.toml", "--out", str(tmp_path), "--compare", "local")
     assert proc.returncode == 0, proc.stderr
     res = json.loads((tmp_path / "results.json").read_text())
     assert res["method"] == "fedtreelora" and res["topology"] is not None
     ks = res["topology"]["k_per_layer"]
     assert len(ks) == 6 and ks == sorted(ks)  # MiniLM has 6 layers
+    assert [list(layer) for layer in res["topology"]["silhouettes"]] == [["2", "3"]] * 6  # 4 clients
+    evaluated = [r for r in res["rounds"] if r["mean_accuracy"] is not None]
+    assert all(set(r["client_accuracy"]) == {"0", "1", "2", "3"} for r in evaluated)
     for png in ("tree.png", "k_per_layer.png", "accuracy.png"):
         assert (tmp_path / png).stat().st_size > 1000
+    # --compare: the same seed and budget under another method, stored beside and drawn on accuracy.png
+    local = json.loads((tmp_path / "compare" / "local" / "results.json").read_text())
+    assert local["method"] == "local" and local["seed"] == res["seed"]
+    assert len(local["rounds"]) == len(res["rounds"]) and local["majority_baseline"] == res["majority_baseline"]
+    assert "local with the same seed and budget" in proc.stdout
 
 
 def test_methods_lists_every_registered_method() -> None:
@@ -48,6 +56,9 @@ def test_methods_lists_every_registered_method() -> None:
         (["--config", "missing.toml"], "--config: no such file"),
         (["--set", "data.dir='/nonexistent'"], "data.dir"),
         (["--set", "data.n_train=100000"], "data.n_train"),
+        (["--compare", "nosuch"], "method: must be one of"),
+        (["--set", "fedtreelora.alpha_init=1.0"], "fedtreelora.alpha_init: must be in (0, 1)"),
+        (["--set", "train.mixer_lr=0"], "train.mixer_lr: must be > 0"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, args: list[str], needle: str) -> None:

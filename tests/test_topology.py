@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import itertools
 import json
@@ -227,8 +228,24 @@ def test_depth_alignment_grows_with_structure() -> None:
     assert list(t.scores[0]) == [1, 2, 3] and t.scores[0][1] == 0.1
     assert list(t.scores[3]) == [2, 3, 4]
     assert t.linkage is not None and np.array_equal(t.linkage, z)
-    # the one-call server entry point gives the same topology
-    assert topo.build_topology(b_layers) == t
+    # the one-call server entry point gives the same topology, plus every layer's silhouette profile
+    full = topo.build_topology(b_layers)
+    assert dataclasses.replace(full, silhouettes=[]) == t
+    assert [list(layer) for layer in full.silhouettes] == [list(range(2, 16))] * 4  # N = 16: K = 2..15
+    for layer, d in zip(full.silhouettes, d_layers, strict=True):
+        for k, value in layer.items():
+            assert value == topo.silhouette(d, topo.cut(z, k))
+    assert t.scores[3][4] == full.silhouettes[3][4]  # a candidate's score is its silhouette
+    as_json = full.to_json()
+    assert as_json["scores"][0] == {"1": 0.1, "2": t.scores[0][2], "3": t.scores[0][3]}
+    assert list(as_json["silhouettes"][3]) == [str(k) for k in range(2, 16)]
+
+
+def test_silhouette_profile_is_capped() -> None:
+    b_layers, _, _ = _structured_layers()
+    d_layers = topo.layer_distances(b_layers)
+    z = topo.build_tree(topo.global_distance(d_layers))
+    assert [list(layer) for layer in topo.silhouette_profile(d_layers, z, k_max=5)] == [[2, 3, 4, 5]] * 4
 
 
 def test_depth_alignment_step_limited_by_w() -> None:
@@ -332,7 +349,7 @@ def test_fixed_k_topology() -> None:
     assert all(_same_partition(np.array(p), sup) for p in t.partitions)
     d_layers = topo.layer_distances(b_layers)
     z = topo.build_tree(topo.global_distance(d_layers))
-    assert t == topo.fixed_k_topology(d_layers, z, 2)
+    assert dataclasses.replace(t, silhouettes=[]) == topo.fixed_k_topology(d_layers, z, 2)
     assert t.scores[2][2] == topo.silhouette(d_layers[2], topo.cut(z, 2))
     assert topo.fixed_k_topology(d_layers, z, 16).partitions[0] == list(range(16))
 
@@ -370,7 +387,7 @@ def test_to_json() -> None:
     b_layers, _, _ = _structured_layers()
     t = topo.build_topology(b_layers)
     js = t.to_json()
-    assert set(js) == {"k_per_layer", "partitions", "linkage"}
+    assert set(js) == {"k_per_layer", "partitions", "linkage", "scores", "silhouettes"}
     assert js["k_per_layer"] == [1, 1, 2, 4]
     assert len(js["partitions"]) == 4 and all(len(p) == 16 for p in js["partitions"])
     assert len(js["linkage"]) == 15

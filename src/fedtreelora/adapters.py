@@ -29,6 +29,10 @@ from .mixers import Mixer, Sum
 
 State = dict[str, Tensor]
 
+# Mixing parameters: per-layer scalars (``layers.l.mix.*``) and per-module routers (``*.router.*``). They
+# weight experts rather than being experts, and may train at their own rate (``train.mixer_lr``).
+MIXING = ("*.mix.*", "*.router.*")
+
 
 @dataclass(frozen=True)
 class AdaptedModule:
@@ -125,12 +129,12 @@ class AdapterHost:
 
     def load(
         self, state: Mapping[str, Tensor], trainable: Callable[[str], bool], mixer: Mixer
-    ) -> list[Tensor]:
-        """Attach ``state`` to the model with forward rule ``mixer``; return the tensors that train."""
+    ) -> dict[str, Tensor]:
+        """Attach ``state`` to the model with forward rule ``mixer``; return the trainable tensors by name."""
         layer_params: dict[int, dict[str, Tensor]] = {}
         for wrapper in self.wrapped.values():
             wrapper.experts, wrapper.params, wrapper.mixer = {}, {}, mixer
-        train: list[Tensor] = []
+        train: dict[str, Tensor] = {}
         pending: dict[tuple[str, str], dict[str, Tensor]] = {}  # (module key, expert) -> {"A": .., "B": ..}
         for name in sorted(state):
             tensor = state[name]
@@ -141,11 +145,11 @@ class AdapterHost:
                     param.copy_(tensor)
                 param.requires_grad_(grad)
                 if grad:
-                    train.append(param)
+                    train[name] = param
                 continue
             param = nn.Parameter(tensor.detach().clone(), requires_grad=grad)
             if grad:
-                train.append(param)
+                train[name] = param
             _, layer, sub, rest = name.split(".", 3)
             if sub == "mix":
                 layer_params.setdefault(int(layer), {})[rest] = param

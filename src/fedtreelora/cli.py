@@ -33,12 +33,22 @@ def run(
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="output folder (default runs/<method>-s<seed>)")
     ] = None,
+    compare: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--compare",
+            help="also run this method with the same seed, data and budget, drawn beside (repeatable)",
+        ),
+    ] = None,
 ) -> None:
     """Run one federation and write results.json and plots to the output folder."""
     from .methods import options_for
 
     try:
         cfg = load_config(config, sets or [], options_for())
+        others_cfg = {
+            m: load_config(config, [*(sets or []), f"method='{m}'"], options_for()) for m in compare or []
+        }
     except ConfigError as e:
         fail(str(e))
     out = out or Path("runs") / f"{cfg.method}-s{cfg.seed}"
@@ -48,15 +58,22 @@ def run(
         fail(f"--out: cannot create {out}: {e.strerror}")
     results = _run_with_progress(cfg)
     (out / "results.json").write_text(json.dumps(results, indent=1))
+    others: dict[str, dict[str, Any]] = {}
+    for name, other in others_cfg.items():  # after the main run, so its numbers come first
+        others[name] = _run_with_progress(other)
+        (out / "compare" / name).mkdir(parents=True, exist_ok=True)
+        (out / "compare" / name / "results.json").write_text(json.dumps(others[name], indent=1))
     from .plots import write_plots
 
-    pictures = write_plots(results, out)
+    pictures = write_plots(results, out, others)
     console = Console()
     console.print(
         f"mean personalised accuracy [bold]{results['mean_accuracy']:.4f}[/]"
         f" over {len(results['clients'])} clients"
         f" (always-majority-label baseline {results['majority_baseline']:.4f})"
     )
+    for name, res in others.items():
+        console.print(f"  {name} with the same seed and budget: {res['mean_accuracy']:.4f}")
     if results["topology"] is not None:
         console.print(f"K per layer: {results['topology']['k_per_layer']}")
     console.print(f"wrote {out / 'results.json'}, " + ", ".join(str(p) for p in pictures))

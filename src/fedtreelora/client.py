@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .adapters import AdapterHost, State
+from .adapters import MIXING, AdapterHost, State
 from .config import TrainConfig
 from .methods.base import ClientPlan, Method
 from .tasks import ClassificationTask, Encoded
@@ -49,10 +49,15 @@ def client_round(
     stages = [plan.train, plan.then_train] if plan.then_train else [plan.train]
     for patterns in stages:
         params = host.load(state, plan.matcher(patterns + HEAD), method.mixer)
+        mixing = ClientPlan.matcher(MIXING)
+        groups = [
+            ([p for n, p in params.items() if not mixing(n)], cfg.lr),
+            ([p for n, p in params.items() if mixing(n)], cfg.mixer_lr or cfg.lr),
+        ]
         epochs = (
             task.batches(data, cfg.batch_size, order, cfg.group_by_length) for _ in range(cfg.local_epochs)
         )
-        stats = train_local(host.model, params, epochs, cfg.lr, cfg.weight_decay)
+        stats = train_local(host.model, groups, epochs, cfg.weight_decay)
         state = host.state()
     new = state
     return ClientResult(

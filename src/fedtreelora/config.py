@@ -86,6 +86,9 @@ class DataConfig:
 @dataclass
 class TrainConfig:
     lr: float = 3e-3
+    # Learning rate of the mixing parameters (FedTreeLoRA's alpha, routers); unset = ``lr``. Adam moves a
+    # parameter by about lr per step, so at a LoRA rate a mixing scalar stays where it started.
+    mixer_lr: float | None = None
     batch_size: int = 16
     local_epochs: int = 1
     weight_decay: float = 0.0
@@ -97,6 +100,8 @@ class TrainConfig:
 
     def validate(self) -> None:
         check(self.lr > 0, "train.lr", f"must be > 0 (got {self.lr})")
+        mlr = self.mixer_lr
+        check(mlr is None or mlr > 0, "train.mixer_lr", f"must be > 0, or unset to use train.lr (got {mlr})")
         check(self.batch_size >= 1, "train.batch_size", f"must be >= 1 (got {self.batch_size})")
         check(self.local_epochs >= 1, "train.local_epochs", f"must be >= 1 (got {self.local_epochs})")
         check(self.weight_decay >= 0, "train.weight_decay", f"must be >= 0 (got {self.weight_decay})")

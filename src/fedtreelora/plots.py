@@ -68,28 +68,45 @@ def plot_k_per_layer(topology: Mapping[str, Any], path: Path, n_clients: int, ti
     plt.close(fig)
 
 
-def plot_accuracy(results: Mapping[str, Any], path: Path) -> None:
-    rows = [r for r in results["rounds"] if r["mean_accuracy"] is not None]
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot(
-        [r["round"] + 1 for r in rows],
-        [r["mean_accuracy"] for r in rows],
-        marker="o",
-        label=results["method"],
+def plot_accuracy(
+    results: Mapping[str, Any], path: Path, others: Mapping[str, Mapping[str, Any]] | None = None
+) -> None:
+    """Mean accuracy per evaluated round, the end of the warmup, the majority-label level, other runs.
+
+    ``others`` maps a label to another run's results (e.g. local training with the same seed and budget).
+    """
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    runs = [(results["method"], results, "o", 2.2)]
+    runs += [(name, res, ".", 1.2) for name, res in (others or {}).items()]
+    for label, res, marker, width in runs:
+        rows = [r for r in res["rounds"] if r["mean_accuracy"] is not None]
+        x, y = [r["round"] + 1 for r in rows], [r["mean_accuracy"] for r in rows]
+        ax.plot(x, y, label=label, marker=marker, linewidth=width)
+    warmup = [r["round"] + 1 for r in results["rounds"] if r["phase"] == "warmup"]
+    if warmup:
+        ax.axvline(max(warmup), color="grey", linestyle=":", linewidth=1)
+        ax.annotate(
+            "end of warmup", (max(warmup), 0.02), xycoords=("data", "axes fraction"), fontsize=8,
+            color="grey", ha="right", rotation=90, va="bottom",
+        )  # fmt: skip
+    ax.axhline(
+        results["majority_baseline"], color="black", linestyle="--", linewidth=1, label="majority label"
     )
     ax.set_xlabel("round")
     ax.set_ylabel("mean personalised accuracy")
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
 
-def write_plots(results: Mapping[str, Any], out: Path) -> list[Path]:
-    """Every picture that fits these results; returns the files written."""
+def write_plots(
+    results: Mapping[str, Any], out: Path, others: Mapping[str, Mapping[str, Any]] | None = None
+) -> list[Path]:
+    """Every picture that fits these results (``others``: runs drawn beside it); returns the files written."""
     written = [out / "accuracy.png"]
-    plot_accuracy(results, written[0])
+    plot_accuracy(results, written[0], others)
     topology = results.get("topology")
     if topology is not None:
         n = len(results["clients"])

@@ -15,9 +15,10 @@ used; no global state is kept.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
 import numpy as np
@@ -31,6 +32,7 @@ Clustering = Literal["adaptive", "fixed", "independent"]
 # Linkages that are defined on an arbitrary dissimilarity matrix. "ward", "centroid" and "median" assume the
 # distances are Euclidean distances between observations, which a cosine (or averaged) matrix is not.
 LINKAGES: tuple[str, ...] = ("single", "complete", "average", "weighted")
+SILHOUETTE_K_MAX = 16  # results record every layer's silhouette for K = 2..min(N-1, this)
 
 
 # --------------------------------------------------------------------------------------------- distances
@@ -239,13 +241,16 @@ class Topology:
 
     ``k_per_layer[l]`` clusters at layer ``l``; ``partitions[l][i]`` is client i's cluster id there (canonical
     labels as :func:`cut` returns); ``linkage`` is the global tree (None for the independent ablation);
-    ``scores[l]`` maps every candidate K considered at layer ``l`` to its score.
+    ``scores[l]`` maps every candidate K considered at layer ``l`` to its score; ``silhouettes[l]`` maps
+    every K in 2..min(N-1, SILHOUETTE_K_MAX) to the silhouette of the tree's cut on ``D^l``, whether or not
+    it was a candidate: the natural scale that ``tau`` must sit in (paper, appendix C.1).
     """
 
     k_per_layer: list[int]
     partitions: list[list[int]]
     linkage: np.ndarray | None
     scores: list[dict[int, float]]
+    silhouettes: list[dict[int, float]] = field(default_factory=list)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Topology):
@@ -260,6 +265,7 @@ class Topology:
             and self.k_per_layer == other.k_per_layer
             and self.partitions == other.partitions
             and self.scores == other.scores
+            and self.silhouettes == other.silhouettes
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -271,6 +277,8 @@ class Topology:
             "k_per_layer": [int(k) for k in self.k_per_layer],
             "partitions": [[int(c) for c in p] for p in self.partitions],
             "linkage": tree,
+            "scores": [{str(k): float(v) for k, v in layer.items()} for layer in self.scores],
+            "silhouettes": [{str(k): float(v) for k, v in layer.items()} for layer in self.silhouettes],
         }
 
 
@@ -412,5 +420,18 @@ def build_topology(
         return independent_topology(d_layers, linkage, tau)
     z = build_tree(global_distance(d_layers), linkage)  # (N-1, 4)
     if clustering == "fixed":
-        return fixed_k_topology(d_layers, z, fixed_k)
-    return depth_alignment(d_layers, z, tau=tau, w=w)
+        topology = fixed_k_topology(d_layers, z, fixed_k)
+    else:
+        topology = depth_alignment(d_layers, z, tau=tau, w=w)
+    return dataclasses.replace(topology, silhouettes=silhouette_profile(d_layers, z))
+
+
+def silhouette_profile(d_layers: np.ndarray, z: np.ndarray, k_max: int = 0) -> list[dict[int, float]]:
+    """Per layer, ``{K: silhouette(D^l, cut(z, K))}`` for K in 2..min(N-1, k_max or SILHOUETTE_K_MAX).
+
+    O(L * k_max * N^2): capped so that a thousand clients do not pay for a million cuts.
+    """
+    n = d_layers.shape[1]
+    ks = range(2, min(n - 1, k_max or SILHOUETTE_K_MAX) + 1)
+    cuts = {k: cut(z, k) for k in ks}
+    return [{k: silhouette(d, cuts[k]) for k in ks} for d in d_layers]

@@ -22,17 +22,24 @@ class TrainStats:
     steps: int
 
 
+ParamGroup = tuple[Sequence[Tensor], float]  # tensors and their learning rate
+
+
 def train_local(
     model: nn.Module,
-    params: Sequence[Tensor],
+    groups: Sequence[ParamGroup],
     epochs: Iterable[Iterable[Batch]],
-    lr: float,
     weight_decay: float = 0.0,
 ) -> TrainStats:
-    """AdamW on ``params`` over every batch of every epoch; a fresh optimiser each round."""
-    if not params:
+    """AdamW on every group's tensors (each at its own rate) over every batch of every epoch.
+
+    A fresh optimiser each round. Groups exist because Adam moves every parameter by about ``lr`` per step
+    whatever its gradient: a one-number mixing scalar at a LoRA rate barely moves in a round (DESIGN.md).
+    """
+    param_groups = [{"params": list(ps), "lr": lr} for ps, lr in groups if ps]
+    if not param_groups:
         return TrainStats(loss=float("nan"), samples=0, steps=0)
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    optimizer = torch.optim.AdamW(param_groups, weight_decay=weight_decay)
     model.train()
     total, samples, steps = 0.0, 0, 0
     for batches in epochs:

@@ -4,7 +4,7 @@ Rounds ``0 .. warmup_rounds-1`` are local training; at the end of the last warmu
 their LoRA, the server builds the topology once from the B matrices and the first experts from the warmup
 LoRAs. Every later round a client receives, per layer, its cluster expert (trainable) and the external
 expert (frozen average of everyone outside its cluster), trains them with its private mixing scalar
-``alpha_i^l`` (kept in [0, 1] by a sigmoid, logit 0 = 0.5), and uploads the cluster expert.
+``alpha_i^l`` (kept in [0, 1] by a sigmoid, starting at ``alpha_init``), and uploads the cluster expert.
 
 Interaction variants change only what is sent beside the cluster expert and the forward rule:
 ``isolationist`` sends no external expert, ``decomposed`` sends one frozen expert per other cluster of the
@@ -43,6 +43,7 @@ class FedTreeLoRAOptions:
     clustering: Literal["adaptive", "fixed", "independent"] = "adaptive"  # the last two are ablations
     fixed_k: int = 2  # clustering = "fixed": every layer uses cut(fixed_k)
     interaction: Interaction = "scalar"
+    alpha_init: float = 0.5  # external expert's weight when a client first receives it (SPEC: 0.5)
 
     VARIANTS: ClassVar[dict[str, dict[str, str]]] = {
         "interaction": {
@@ -62,6 +63,8 @@ class FedTreeLoRAOptions:
     def validate(self) -> None:
         check(self.w >= 0, "fedtreelora.w", f"must be >= 0 (got {self.w})")
         check(self.fixed_k >= 1, "fedtreelora.fixed_k", f"must be >= 1 (got {self.fixed_k})")
+        a = self.alpha_init
+        check(0.0 < a < 1.0, "fedtreelora.alpha_init", f"must be in (0, 1): it is a sigmoid (got {a})")
 
     def check_run(self, cfg: RunConfig) -> None:
         check_warmup("fedtreelora", self.warmup_rounds, cfg.federation.rounds)
@@ -114,7 +117,8 @@ class FedTreeLoRA(Method):
             if self.opt.interaction == "router":
                 state.setdefault(f"{module}.router.weight", torch.zeros(2, tensor.shape[1]))
             else:
-                state.setdefault(f"{layer}.mix.alpha{expert.removeprefix('external')}", torch.zeros(()))
+                logit = torch.logit(torch.tensor(self.opt.alpha_init, dtype=torch.float32))
+                state.setdefault(f"{layer}.mix.alpha{expert.removeprefix('external')}", logit)
         return state
 
     def payload(self, client_id: int) -> State:

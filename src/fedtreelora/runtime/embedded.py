@@ -87,15 +87,17 @@ def _rounds(
         method.aggregate(rnd, uploads)
         # A topology built inside aggregate() is reported on its own, not as aggregation time.
         agg_seconds.append(time.perf_counter() - start - (method.topology_seconds - topo_before))
-        mean_acc = None
+        mean_acc, per_client = None, None
         if rnd == cfg.federation.rounds - 1 or (rnd + 1) % cfg.federation.eval_every == 0:
             accuracies = evaluate(fed, executor)
             mean_acc = statistics.fmean(accuracies.values())
+            per_client = {str(i): a for i, a in accuracies.items()}  # what each client gains or loses
         row = {
             "round": rnd,
             "phase": plan.phase,
             "train_loss": float(np.average(losses, weights=samples)) if sum(samples) else float("nan"),
             "mean_accuracy": mean_acc,
+            "client_accuracy": per_client,
             "seconds": time.perf_counter() - t0,
         }
         rows.append(row)
