@@ -37,7 +37,8 @@ def test_smoke_example_writes_results_and_plots(tmp_path: Path) -> None:
     # --compare: the same seed and budget under another method, stored beside and drawn on accuracy.png
     local = json.loads((tmp_path / "compare" / "local" / "results.json").read_text())
     assert local["method"] == "local" and local["seed"] == res["seed"]
-    assert len(local["rounds"]) == len(res["rounds"]) and local["majority_baseline"] == res["majority_baseline"]
+    assert len(local["rounds"]) == len(res["rounds"])
+    assert local["majority_baseline"] == res["majority_baseline"]
     assert "local with the same seed and budget" in proc.stdout
 
 
