@@ -7,7 +7,7 @@ import pytest
 
 from fedtreelora.bench import cell_dir, load_grid, run_grid
 from fedtreelora.config import ConfigError
-from fedtreelora.report import MARKERS, markdown_table, paste_tables, purity, write_report
+from fedtreelora.report import markdown_table, markers, paste_tables, purity, write_report
 from fedtreelora.runtime.embedded import run
 
 from .conftest import write_task
@@ -109,12 +109,14 @@ def test_purity_is_the_share_of_clients_in_a_cluster_led_by_their_own_task() -> 
     assert purity([0, 1, 1, 1], tasks) == 0.75  # cluster 1 = {a, b, b}: the a client is outvoted
 
 
-def test_paste_tables_replaces_only_the_marked_region(tmp_path: Path) -> None:
+def test_paste_tables_replaces_only_the_named_sweeps_region(tmp_path: Path) -> None:
     doc = tmp_path / "RESULTS.md"
-    doc.write_text(f"intro\n{MARKERS[0]}\nold table\n{MARKERS[1]}\nreading\n")
-    paste_tables("| new |\n", doc)
-    paste_tables("| newer |\n", doc)  # idempotent: the markers stay
-    assert doc.read_text() == f"intro\n{MARKERS[0]}\n| newer |\n{MARKERS[1]}\nreading\n"
+    a, b = markers("glue"), markers("nlu")
+    doc.write_text(f"intro\n{a[0]}\nold\n{a[1]}\nmiddle\n{b[0]}\nother\n{b[1]}\nreading\n")
+    paste_tables("| new |\n", doc, "glue")
+    paste_tables("| newer |\n", doc, "glue")  # idempotent: the markers stay
+    expected = f"intro\n{a[0]}\n| newer |\n{a[1]}\nmiddle\n{b[0]}\nother\n{b[1]}\nreading\n"
+    assert doc.read_text() == expected
 
 
 def test_table_bolds_the_best_mean_and_leaves_missing_cells_plain() -> None:

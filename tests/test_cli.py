@@ -32,7 +32,7 @@ def test_smoke_example_writes_results_and_plots(tmp_path: Path) -> None:
     assert [list(layer) for layer in res["topology"]["silhouettes"]] == [["2", "3"]] * 6  # 4 clients
     evaluated = [r for r in res["rounds"] if r["mean_accuracy"] is not None]
     assert all(set(r["client_accuracy"]) == {"0", "1", "2", "3"} for r in evaluated)
-    for png in ("tree.png", "k_per_layer.png", "accuracy.png"):
+    for png in ("tree.png", "k_per_layer.png", "accuracy.png", "silhouettes.png"):
         assert (tmp_path / png).stat().st_size > 1000
     # --compare: the same seed and budget under another method, stored beside and drawn on accuracy.png
     local = json.loads((tmp_path / "compare" / "local" / "results.json").read_text())

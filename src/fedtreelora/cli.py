@@ -151,19 +151,23 @@ def report(
     out: Annotated[Path, typer.Argument(help="a sweep folder written by `fedtreelora bench`")],
     into: Annotated[
         Path | None,
-        typer.Option(help="also paste the tables into this Markdown file, between its table markers"),
+        typer.Option(
+            help="also paste the tables into this Markdown file, between the lines "
+            "<!-- tables:begin NAME --> and <!-- tables:end NAME --> (NAME: the sweep folder's name)"
+        ),
     ] = None,
 ) -> None:
     """Regenerate a sweep's CSV, Markdown tables and plots from its stored result files."""
-    from .report import MARKERS, paste_tables, write_report
+    from .report import markers, paste_tables, write_report
 
     if not (out / "grid.json").is_file():
         fail(f"OUT: {out} holds no grid.json; pass a folder written by `fedtreelora bench`")
-    if into is not None and not all(m in (into.read_text() if into.is_file() else "") for m in MARKERS):
-        fail(f"--into: {into} needs the lines {MARKERS[0]} and {MARKERS[1]} around the place for the tables")
+    pair = markers(out.resolve().name)
+    if into is not None and not all(m in (into.read_text() if into.is_file() else "") for m in pair):
+        fail(f"--into: {into} needs the lines {pair[0]} and {pair[1]} around the place for the tables")
     written = write_report(out)
     if into is not None:
-        paste_tables(written[1].read_text(), into)
+        paste_tables(written[1].read_text(), into, out.resolve().name)
         written.append(into)
     Console().print(f"wrote {', '.join(str(p) for p in written[:2])} and {len(written) - 2} more files")
 

@@ -101,6 +101,43 @@ def plot_accuracy(
     plt.close(fig)
 
 
+def plot_silhouettes(topology: Mapping[str, Any], path: Path, tau: float | None) -> None:
+    """Per layer, the silhouette of the tree's cut for every K, beside tau: the scale tau must live in.
+
+    A layer splits only where some candidate beats tau (SPEC step 4); a tau above every point here turns
+    FedTreeLoRA into FedAvg on that layer (paper, appendix C.1).
+    """
+    layers = topology["silhouettes"]
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    ks = sorted({int(k) for layer in layers for k in layer})
+    colors = plt.get_cmap("viridis")
+    for j, k in enumerate(ks):
+        xs = [li for li, layer in enumerate(layers) if str(k) in layer]
+        ys = [layers[li][str(k)] for li in xs]
+        ax.plot(xs, ys, marker=".", lw=1, color=colors(j / max(len(ks) - 1, 1)), label=f"K={k}")
+    chosen = topology["k_per_layer"]
+    # K = 1 has no silhouette: its score is tau, so a layer that stays unsplit is marked on the tau line.
+    picked = [
+        (li, tau if k == 1 else layers[li][str(k)])
+        for li, k in enumerate(chosen)
+        if (k == 1 and tau is not None) or str(k) in layers[li]
+    ]
+    if picked:
+        px, py = zip(*picked, strict=True)
+        ax.scatter(px, py, s=60, facecolors="none", edgecolors="red", label="chosen K")
+    if tau is not None:
+        ax.axhline(tau, color="black", ls="--", lw=1, label=f"tau = {tau:g} (score of K=1)")
+    ax.set_xlabel("layer (0 = shallowest)")
+    ax.set_ylabel("silhouette of cut(K)")
+    ax.set_xticks(range(len(layers)))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2 if len(ks) > 6 else 1)
+    ax.set_title("layer-wise silhouettes: the scale tau is compared with")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def write_plots(
     results: Mapping[str, Any], out: Path, others: Mapping[str, Mapping[str, Any]] | None = None
 ) -> list[Path]:
@@ -116,4 +153,8 @@ def write_plots(
             labels = [f"c{c['id']}\n" + "/".join(map(str, c["label_counts"])) for c in results["clients"]]
             plot_tree(topology, out / "tree.png", labels)
             written.append(out / "tree.png")
+        if any(topology.get("silhouettes") or []):
+            tau = (results["config"].get(results["method"]) or {}).get("tau")
+            plot_silhouettes(topology, out / "silhouettes.png", tau)
+            written.append(out / "silhouettes.png")
     return written

@@ -248,11 +248,14 @@ def write_report(out: Path) -> list[Path]:
     return written
 
 
-MARKERS = ("<!-- tables:begin -->", "<!-- tables:end -->")
+def markers(sweep: str) -> tuple[str, str]:
+    """The two lines around a sweep's tables in a Markdown page; named, so one page can quote several."""
+    return f"<!-- tables:begin {sweep} -->", f"<!-- tables:end {sweep} -->"
 
 
-def paste_tables(tables: str, doc: Path) -> None:
-    """Replace what sits between ``doc``'s two table markers with ``tables`` (a page quoting a sweep)."""
+def paste_tables(tables: str, doc: Path, sweep: str) -> None:
+    """Replace what sits between ``doc``'s markers for ``sweep`` with ``tables`` (a page quoting a sweep)."""
+    begin, finish = markers(sweep)
     text = doc.read_text()
-    start, end = text.index(MARKERS[0]) + len(MARKERS[0]), text.index(MARKERS[1])
+    start, end = text.index(begin) + len(begin), text.index(finish)
     doc.write_text(text[:start] + "\n" + tables.strip() + "\n" + text[end:])
