@@ -57,9 +57,9 @@ def test_sweep_runs_each_cell_once_and_resumes(tmp_path: Path, tiny_bert: Path, 
         calls.append(cfg.seed)
         return run(cfg)
 
-    assert run_grid(grid, out, counting_run) == 10
+    assert run_grid(grid, out, counting_run).ran == 10
     (out / "fedit" / "toy" / "seed1" / "results.json").unlink()  # as if interrupted
-    assert run_grid(grid, out, counting_run) == 1
+    assert run_grid(grid, out, counting_run).ran == 1
     assert len(calls) == 11
 
     written = write_report(out)
@@ -79,8 +79,8 @@ def test_parallel_cells_give_the_numbers_of_one_thread(
     grid = load_grid(grid_file(tmp_path, tiny_bert, tiny_task))
     grid.base.append("train.threads=1")
     grid.seeds = [0]
-    assert run_grid(grid, tmp_path / "one", run) == 5
-    assert run_grid(grid, tmp_path / "two", run, jobs=2) == 5
+    assert run_grid(grid, tmp_path / "one", run).ran == 5
+    assert run_grid(grid, tmp_path / "two", run, jobs=2).ran == 5
     for variant, task, seed in grid.cells():
         one, two = (
             json.loads((cell_dir(tmp_path / d, variant, task, seed) / "results.json").read_text())
@@ -90,6 +90,25 @@ def test_parallel_cells_give_the_numbers_of_one_thread(
             **two["rounds"][-1],
             "seconds": one["rounds"][-1]["seconds"],
         }
+
+
+def test_a_cell_that_cannot_run_is_reported_and_the_sweep_goes_on(
+    tmp_path: Path, tiny_bert: Path, tiny_task: Path
+) -> None:
+    grid = load_grid(grid_file(tmp_path, tiny_bert, tiny_task))
+    grid.seeds = [0]
+    seen: list[tuple[str, str]] = []
+
+    def runner(cfg):  # type: ignore[no-untyped-def]
+        if cfg.method == "fedit" and "other" in cfg.data.dir:  # e.g. too few rows of a label for the skew
+            raise ConfigError("data.partition=dirichlet: not enough examples")
+        return {"seed": cfg.seed}
+
+    outcome = run_grid(grid, tmp_path / "s", runner, lambda i, n, name, status: seen.append((name, status)))
+    assert outcome.ran == 4 and list(outcome.failed) == ["fedit/pairs/seed0"]
+    assert ("fedit/pairs/seed0", "failed: data.partition=dirichlet: not enough examples") in seen
+    assert not (cell_dir(tmp_path / "s", "fedit", "pairs", 0) / "results.json").exists()
+    assert (cell_dir(tmp_path / "s", "fedtreelora", "pairs", 0) / "results.json").exists()
 
 
 def test_bad_grid_is_refused_before_anything_runs(tmp_path: Path, tiny_bert: Path, tiny_task: Path) -> None:

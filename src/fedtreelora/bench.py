@@ -112,18 +112,27 @@ def cell_dir(out: Path, variant: str, task: str, seed: int) -> Path:
     return out / variant / task / f"seed{seed}"
 
 
+@dataclass
+class SweepRun:
+    ran: int = 0  # cells that finished in this call
+    failed: dict[str, str] = field(default_factory=dict)  # cell name -> the one-line reason
+
+
 def run_grid(
     grid: Grid,
     out: Path,
     runner: Callable[[RunConfig], dict[str, Any]],
-    on_cell: Callable[[int, int, str, bool], None] | None = None,
+    on_cell: Callable[[int, int, str, str], None] | None = None,
     jobs: int = 1,
-) -> int:
-    """Run every unfinished cell; returns how many ran. ``on_cell(i, total, name, skipped)`` reports.
+) -> SweepRun:
+    """Run every unfinished cell. ``on_cell(i, total, name, status)`` reports each cell as "skipped",
+    "started" (one job only), "finished" or "failed: <reason>".
 
-    ``jobs > 1`` runs that many cells at once, each as one thread in one process (``runner`` must then be
-    picklable): on a small machine this beats a worker pool inside each cell, whose start-up and transfers
-    are paid per cell.
+    A cell whose settings turn out impossible only once its data is drawn (a ``ConfigError``, e.g. too few
+    rows of a label for the skew asked) is recorded as failed and the sweep goes on: hours of other cells
+    must not be lost to one of them. ``jobs > 1`` runs that many cells at once, each as one thread in one
+    process (``runner`` must then be picklable): on a small machine this beats a worker pool inside each
+    cell, whose start-up and transfers are paid per cell.
     """
     cells = grid.cells()
     # Written first, so that `fedtreelora report` can tabulate a sweep that is still running or was cut off.
@@ -131,30 +140,40 @@ def run_grid(
     tables = [t.__dict__ for t in grid.tables]
     (out / "grid.json").write_text(json.dumps({"seeds": grid.seeds, "tables": tables}, indent=1))
     position = {cell: i for i, cell in enumerate(cells, start=1)}
+    outcome = SweepRun()
 
-    def report(cell: tuple[str, str, int], skipped: bool) -> None:
+    def report(cell: tuple[str, str, int], status: str) -> None:
         if on_cell is not None:
-            on_cell(position[cell], len(cells), "{}/{}/seed{}".format(*cell), skipped)
+            on_cell(position[cell], len(cells), "{}/{}/seed{}".format(*cell), status)
+
+    def finish(cell: tuple[str, str, int], result: Callable[[], dict[str, Any]]) -> None:
+        try:
+            save_cell(out, cell, result())
+        except ConfigError as err:
+            outcome.failed["{}/{}/seed{}".format(*cell)] = str(err)
+            report(cell, f"failed: {err}")
+            return
+        outcome.ran += 1
+        report(cell, "finished")
 
     todo = []
     for cell in cells:
         if (cell_dir(out, *cell) / "results.json").exists():
-            report(cell, True)
+            report(cell, "skipped")
         else:
             todo.append(cell)
     if jobs <= 1:
         for cell in todo:
-            report(cell, False)
-            save_cell(out, cell, runner(grid.cell_config(*cell)))
-        return len(todo)
+            report(cell, "started")
+            finish(cell, lambda cell=cell: runner(grid.cell_config(*cell)))  # type: ignore[misc]
+        return outcome
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(jobs, mp_context=context, initializer=die_with_parent) as pool:
         # Submitted in order; the pool starts them as its processes free up.
         running = {pool.submit(runner, one_thread(grid.cell_config(*cell))): cell for cell in todo}
         for future in as_completed(running):
-            save_cell(out, running[future], future.result())
-            report(running[future], False)
-    return len(todo)
+            finish(running[future], future.result)
+    return outcome
 
 
 def save_cell(out: Path, cell: tuple[str, str, int], result: dict[str, Any]) -> None:

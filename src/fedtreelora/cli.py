@@ -135,15 +135,16 @@ def bench(
         fail(str(e))
     out.mkdir(parents=True, exist_ok=True)
 
-    def on_cell(i: int, total: int, name: str, skipped: bool) -> None:
-        status = " (done, skipped)" if skipped else (" finished" if jobs > 1 else "")
-        err.print(f"[{i}/{total}] {name}{status}", highlight=False)
+    def on_cell(i: int, total: int, name: str, status: str) -> None:
+        shown = {"skipped": " (done, skipped)", "started": "", "finished": " finished" if jobs > 1 else ""}
+        err.print(f"[{i}/{total}] {name}{shown.get(status, ' ' + status)}", highlight=False)
 
-    ran = run_grid(grid, out, run_embedded, on_cell, jobs)
+    outcome = run_grid(grid, out, run_embedded, on_cell, jobs)
     written = write_report(out)
-    Console().print(
-        f"ran {ran} cells; wrote {', '.join(str(p) for p in written[:2])} and {len(written) - 2} plots"
-    )
+    files = ", ".join(str(p) for p in written[:2])
+    Console().print(f"ran {outcome.ran} cells; wrote {files} and {len(written) - 2} plots")
+    if outcome.failed:
+        fail(f"{len(outcome.failed)} cell(s) could not run (reasons above); fix their settings and re-run")
 
 
 @app.command()
