@@ -162,3 +162,15 @@ def test_table_over_majority_subtracts_each_seeds_own_majority_level() -> None:
     assert lines[4] == "| a | **+15.00 ± 7.07 (n=2)** | +15.00 |"
     assert lines[5] == "| b | -10.00 ± 0.00 (n=1) | -10.00 |"
     assert len(lines) == 6  # no majority row: it would be 0 by construction
+
+
+def test_no_majority_row_when_variants_drew_different_partitions() -> None:
+    def result(seed: int, majority: float) -> dict[str, object]:
+        return {"seed": seed, "mean_accuracy": 0.7, "majority_baseline": majority}
+
+    # Two variants with another skew: seed 0's majority level differs, so no single level exists.
+    cells = {("a", "t1"): [result(0, 0.5)], ("b", "t1"): [result(0, 0.6)]}
+    table = {"title": "T", "tasks": ["t1"], "variants": {"a": [], "b": []}}
+    assert markdown_table(table, cells).splitlines()[-1] == "| *majority label* | – | – |"
+    same = {("a", "t1"): [result(0, 0.5)], ("b", "t1"): [result(0, 0.5)]}
+    assert markdown_table(table, same).splitlines()[-1] == "| *majority label* | 50.00 (n=1) | 50.00 |"

@@ -88,9 +88,20 @@ def markdown_table(table: dict[str, Any], cells: Cells, over_majority: bool = Fa
 
 
 def majority_baseline(cells: Cells, task: str) -> list[float]:
-    """Per seed, the accuracy of always answering a client's majority training label (any method)."""
-    by_seed = {r["seed"]: r["majority_baseline"] for (_, t), rs in cells.items() if t == task for r in rs}
-    return [by_seed[seed] for seed in sorted(by_seed)]
+    """Per seed, the accuracy of always answering a client's majority training label (any method).
+
+    Empty when the sweep's variants drew different partitions for one seed (a grid that varies the skew
+    or the rows): then no single level exists, and only the paired table ("minus the majority label") means
+    anything.
+    """
+    by_seed: dict[int, set[float]] = defaultdict(set)
+    for (_, t), results in cells.items():
+        if t == task:
+            for r in results:
+                by_seed[r["seed"]].add(round(float(r["majority_baseline"]), 9))
+    if any(len(levels) > 1 for levels in by_seed.values()):
+        return []
+    return [next(iter(by_seed[seed])) for seed in sorted(by_seed)]
 
 
 def seeds_note(values: list[float]) -> str:
