@@ -10,6 +10,7 @@ appear in several tables with the same overrides run once.
 
 from __future__ import annotations
 
+import functools
 import json
 import multiprocessing
 import tomllib
@@ -112,6 +113,11 @@ def cell_dir(out: Path, variant: str, task: str, seed: int) -> Path:
     return out / variant / task / f"seed{seed}"
 
 
+def cell_name(cell: tuple[str, str, int]) -> str:
+    """``variant/task/seed<k>``: how progress lines and failure reports name a cell."""
+    return "{}/{}/seed{}".format(*cell)
+
+
 @dataclass
 class SweepRun:
     ran: int = 0  # cells that finished in this call
@@ -144,13 +150,13 @@ def run_grid(
 
     def report(cell: tuple[str, str, int], status: str) -> None:
         if on_cell is not None:
-            on_cell(position[cell], len(cells), "{}/{}/seed{}".format(*cell), status)
+            on_cell(position[cell], len(cells), cell_name(cell), status)
 
     def finish(cell: tuple[str, str, int], result: Callable[[], dict[str, Any]]) -> None:
         try:
             save_cell(out, cell, result())
         except ConfigError as err:
-            outcome.failed["{}/{}/seed{}".format(*cell)] = str(err)
+            outcome.failed[cell_name(cell)] = str(err)
             report(cell, f"failed: {err}")
             return
         outcome.ran += 1
@@ -165,7 +171,7 @@ def run_grid(
     if jobs <= 1:
         for cell in todo:
             report(cell, "started")
-            finish(cell, lambda cell=cell: runner(grid.cell_config(*cell)))  # type: ignore[misc]
+            finish(cell, functools.partial(runner, grid.cell_config(*cell)))
         return outcome
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(jobs, mp_context=context, initializer=die_with_parent) as pool:

@@ -163,12 +163,13 @@ def report(
 
     if not (out / "grid.json").is_file():
         fail(f"OUT: {out} holds no grid.json; pass a folder written by `fedtreelora bench`")
-    pair = markers(out.resolve().name)
+    sweep = out.resolve().name  # the markers in --into are named after the sweep folder
+    pair = markers(sweep)
     if into is not None and not all(m in (into.read_text() if into.is_file() else "") for m in pair):
         fail(f"--into: {into} needs the lines {pair[0]} and {pair[1]} around the place for the tables")
     written = write_report(out)
     if into is not None:
-        paste_tables(written[1].read_text(), into, out.resolve().name)
+        paste_tables(written[1].read_text(), into, sweep)
         written.append(into)
     Console().print(f"wrote {', '.join(str(p) for p in written[:2])} and {len(written) - 2} more files")
 

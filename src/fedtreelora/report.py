@@ -10,7 +10,7 @@ import csv
 import json
 import statistics
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -78,7 +78,7 @@ def markdown_table(table: dict[str, Any], cells: Cells, over_majority: bool = Fa
     row = ["*majority label*"]
     level: list[float] = []  # per task, mean over its seeds
     for task in tasks:
-        majority = majority_baseline(cells, task)
+        majority = majority_baseline(cells, task, table["variants"])
         if majority:
             level.append(statistics.fmean(majority))
         row.append(f"{100 * level[-1]:.2f}{seeds_note(majority)}" if majority else "–")
@@ -87,18 +87,17 @@ def markdown_table(table: dict[str, Any], cells: Cells, over_majority: bool = Fa
     return "\n".join(lines)
 
 
-def majority_baseline(cells: Cells, task: str) -> list[float]:
-    """Per seed, the accuracy of always answering a client's majority training label (any method).
+def majority_baseline(cells: Cells, task: str, variants: Iterable[str]) -> list[float]:
+    """Per seed, the accuracy of always answering a client's majority training label, over ``variants``.
 
-    Empty when the sweep's variants drew different partitions for one seed (a grid that varies the skew
-    or the rows): then no single level exists, and only the paired table ("minus the majority label") means
+    Empty when those variants drew different partitions for one seed (a table that varies the skew or
+    the rows): then no single level exists, and only the paired table ("minus the majority label") means
     anything.
     """
     by_seed: dict[int, set[float]] = defaultdict(set)
-    for (_, t), results in cells.items():
-        if t == task:
-            for r in results:
-                by_seed[r["seed"]].add(round(float(r["majority_baseline"]), 9))
+    for variant in variants:
+        for r in cells.get((variant, task), []):
+            by_seed[r["seed"]].add(round(float(r["majority_baseline"]), 9))
     if any(len(levels) > 1 for levels in by_seed.values()):
         return []
     return [next(iter(by_seed[seed])) for seed in sorted(by_seed)]
@@ -203,7 +202,7 @@ def plot_accuracy_per_round(cells: Cells, variants: list[str], task: str, path: 
             means = [statistics.fmean(by_round[k]) for k in rounds]
             ax.plot(rounds, means, marker="o", linewidth=width, label=variant)
             drawn = True
-    majority = majority_baseline(cells, task)
+    majority = majority_baseline(cells, task, variants)
     if drawn and majority:
         ax.axhline(
             statistics.fmean(majority), color="grey", linestyle="--", linewidth=1, label="majority label"
