@@ -119,6 +119,9 @@ def test_bad_grid_is_refused_before_anything_runs(tmp_path: Path, tiny_bert: Pat
     path.write_text(path.read_text().replace("over_majority = true", 'over_majority = "yes"'))
     with pytest.raises(ConfigError, match=r"table\[0\]\.over_majority"):
         load_grid(path)
+    path.write_text(path.read_text().replace('over_majority = "yes"', 'over = "local"'))
+    with pytest.raises(ConfigError, match=r"table\[0\]\.over: must name one of the table's variants"):
+        load_grid(path)
 
 
 def test_purity_is_the_share_of_clients_in_a_cluster_led_by_their_own_task() -> None:
@@ -162,6 +165,23 @@ def test_table_over_majority_subtracts_each_seeds_own_majority_level() -> None:
     assert lines[4] == "| a | **+15.00 ± 7.07 (n=2)** | +15.00 |"
     assert lines[5] == "| b | -10.00 ± 0.00 (n=1) | -10.00 |"
     assert len(lines) == 6  # no majority row: it would be 0 by construction
+
+
+def test_table_over_a_variant_pairs_each_seed_with_that_variants_same_seed() -> None:
+    def result(seed: int, acc: float) -> dict[str, object]:
+        return {"seed": seed, "mean_accuracy": acc, "majority_baseline": 0.5}
+
+    # b - local: seed 0: 0.9 - 0.7 = +20, seed 1: 0.7 - 0.6 = +10 -> +15 ± 7.07; seed 2 has no local yet.
+    cells = {
+        ("local", "t1"): [result(0, 0.7), result(1, 0.6)],
+        ("b", "t1"): [result(0, 0.9), result(1, 0.7), result(2, 0.99)],
+    }
+    table = {"title": "T", "tasks": ["t1"], "variants": {"local": [], "b": []}}
+    lines = markdown_table(table, cells, over="local").splitlines()
+    assert lines[0] == "### T: minus local, paired per seed"
+    assert lines[4] == "| local | +0.00 ± 0.00 (n=2) | +0.00 |"
+    assert lines[5] == "| b | **+15.00 ± 7.07 (n=2)** | +15.00 |"
+    assert len(lines) == 6
 
 
 def test_no_majority_row_when_variants_drew_different_partitions() -> None:

@@ -23,7 +23,9 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.mark.skipif(not SST2.exists(), reason="needs ../shared/data beside the checkout")
 def test_smoke_example_writes_results_and_plots(tmp_path: Path) -> None:
-    proc = cli("run", "--config", "examples/smoke.toml", "--out", str(tmp_path), "--compare", "local")
+    proc = cli(
+        "run", "--config", "examples/smoke.toml", "--out", str(tmp_path), "--compare", "local:train.lr=1e-3"
+    )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     res = json.loads((tmp_path / "results.json").read_text())
     assert res["method"] == "fedtreelora" and res["topology"] is not None
@@ -37,9 +39,10 @@ def test_smoke_example_writes_results_and_plots(tmp_path: Path) -> None:
     # --compare: the same seed and budget under another method, stored beside and drawn on accuracy.png
     local = json.loads((tmp_path / "compare" / "local" / "results.json").read_text())
     assert local["method"] == "local" and local["seed"] == res["seed"]
+    assert local["config"]["train"]["lr"] == 1e-3 != res["config"]["train"]["lr"]  # its own rate
     assert len(local["rounds"]) == len(res["rounds"])
     assert local["majority_baseline"] == res["majority_baseline"]
-    assert "local with the same seed and budget" in proc.stdout
+    assert "local (train.lr=1e-3) with the same seed and budget" in proc.stdout
 
 
 def test_methods_lists_every_registered_method() -> None:
@@ -58,6 +61,8 @@ def test_methods_lists_every_registered_method() -> None:
         (["--set", "data.dir='/nonexistent'"], "data.dir"),
         (["--set", "data.n_train=100000"], "data.n_train"),
         (["--compare", "nosuch"], "method: must be one of"),
+        (["--compare", "local:train.lr=oops"], "train.lr: must be a number"),
+        (["--compare", "local", "--compare", "local:train.lr=1e-3"], "--compare: 'local' given twice"),
         (["--set", "fedtreelora.alpha_init=1.0"], "fedtreelora.alpha_init: must be in (0, 1)"),
         (["--set", "train.mixer_lr=0"], "train.mixer_lr: must be > 0"),
     ],

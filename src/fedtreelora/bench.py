@@ -32,6 +32,7 @@ class Table:
     variants: dict[str, list[str]]  # variant name -> overrides
     tasks: list[str]
     over_majority: bool = False  # report also shows it minus the majority-label predictor, paired per seed
+    over: str = ""  # a variant (e.g. "local"): report also shows every variant minus it, paired per seed
 
 
 @dataclass
@@ -94,13 +95,21 @@ def load_grid(path: Path) -> Grid:
             )
         over_majority = t.get("over_majority", False)
         check(isinstance(over_majority, bool), f"table[{i}].over_majority", "write true or false")
+        variants = {k: list(v) for k, v in t["variants"].items()}
+        over = t.get("over", "")
+        check(
+            over == "" or over in variants,
+            f"table[{i}].over",
+            f"must name one of the table's variants ({', '.join(variants)}), got {over!r}",
+        )
         grid.tables.append(
             Table(
                 name=t["name"],
                 title=t.get("title", t["name"]),
-                variants={k: list(v) for k, v in t["variants"].items()},
+                variants=variants,
                 tasks=tasks,
                 over_majority=over_majority,
+                over=over,
             )
         )
     check(bool(grid.tables), "table", "the grid needs at least one [[table]]")

@@ -24,6 +24,20 @@ def fail(message: str) -> None:
     raise typer.Exit(2)
 
 
+def compare_specs(specs: list[str]) -> dict[str, tuple[str, list[str]]]:
+    """``--compare`` values "METHOD[:KEY=VALUE...]" as label -> (method, overrides).
+
+    The overrides apply on top of the main run's (e.g. local training at its own tuned rate); the label,
+    drawn in the plot's legend, shows them."""
+    out: dict[str, tuple[str, list[str]]] = {}
+    for spec in specs:
+        method, *extra = spec.split(":")
+        if any(m == method for m, _ in out.values()):
+            raise ConfigError(f"--compare: {method!r} given twice; compare each method once")
+        out[f"{method} ({', '.join(extra)})" if extra else method] = (method, extra)
+    return out
+
+
 @app.command()
 def run(
     config: Annotated[Path | None, typer.Option("--config", "-c", help="TOML file with settings")] = None,
@@ -37,7 +51,8 @@ def run(
         list[str] | None,
         typer.Option(
             "--compare",
-            help="also run this method with the same seed, data and budget, drawn beside (repeatable)",
+            help="also run METHOD[:KEY=VALUE...] with the same seed, data and budget, drawn beside"
+            " (repeatable), e.g. local:train.lr=1e-3",
         ),
     ] = None,
 ) -> None:
@@ -47,7 +62,8 @@ def run(
     try:
         cfg = load_config(config, sets or [], options_for())
         others_cfg = {
-            m: load_config(config, [*(sets or []), f"method='{m}'"], options_for()) for m in compare or []
+            label: load_config(config, [*(sets or []), f"method='{m}'", *extra], options_for())
+            for label, (m, extra) in compare_specs(compare or []).items()
         }
     except ConfigError as e:
         fail(str(e))
@@ -61,8 +77,8 @@ def run(
     others: dict[str, dict[str, Any]] = {}
     for name, other in others_cfg.items():  # after the main run, so its numbers come first
         others[name] = _run_with_progress(other)
-        (out / "compare" / name).mkdir(parents=True, exist_ok=True)
-        (out / "compare" / name / "results.json").write_text(json.dumps(others[name], indent=1))
+        (out / "compare" / other.method).mkdir(parents=True, exist_ok=True)
+        (out / "compare" / other.method / "results.json").write_text(json.dumps(others[name], indent=1))
     from .plots import write_plots
 
     pictures = write_plots(results, out, others)
@@ -136,7 +152,7 @@ def bench(
     out.mkdir(parents=True, exist_ok=True)
 
     def on_cell(i: int, total: int, name: str, status: str) -> None:
-        shown = {"skipped": " (done, skipped)", "started": "", "finished": " finished" if jobs > 1 else ""}
+        shown = {"skipped": " (done, skipped)", "started": "", "finished": " finished"}
         err.print(f"[{i}/{total}] {name}{shown.get(status, ' ' + status)}", highlight=False)
 
     outcome = run_grid(grid, out, run_embedded, on_cell, jobs)

@@ -40,40 +40,42 @@ def mean_std(values: list[float], sign: str = "") -> str:
     return f"{mean:{sign}.2f} ± {std:.2f}" + seeds_note(values)
 
 
-def markdown_table(table: dict[str, Any], cells: Cells, over_majority: bool = False) -> str:
+def markdown_table(table: dict[str, Any], cells: Cells, over_majority: bool = False, over: str = "") -> str:
     """Variants as rows, tasks as columns, plus the average over tasks (only over complete rows).
 
     The best mean per column is bold; the last row is the majority-label predictor on the same clients.
     With ``over_majority`` every seed's accuracy is first reduced by that predictor's on the same seed:
     the label skew, and with it the majority level, moves a lot between seeds (partitions differ), and the
     paired difference removes that shared part, so its spread is the method's, not the partition's.
+    ``over`` names a variant instead (e.g. local training): each seed minus that variant's same seed.
     """
 
-    def value(r: dict[str, Any]) -> float:
-        return float(r["mean_accuracy"] - (r["majority_baseline"] if over_majority else 0.0))
+    def values(variant: str, task: str) -> list[float]:
+        results = cells.get((variant, task), [])
+        if over:  # seeds the reference has not finished yet are left out, not compared with nothing
+            ref = {r["seed"]: r["mean_accuracy"] for r in cells.get((over, task), [])}
+            return [float(r["mean_accuracy"] - ref[r["seed"]]) for r in results if r["seed"] in ref]
+        level = "majority_baseline" if over_majority else None
+        return [float(r["mean_accuracy"] - (r[level] if level else 0.0)) for r in results]
 
     tasks = table["tasks"]
     header = ["variant", *tasks, "avg"]
-    title = table["title"] + (": minus the majority label, paired per seed" if over_majority else "")
+    paired = "the majority label" if over_majority else over
+    title = table["title"] + (f": minus {paired}, paired per seed" if paired else "")
     lines = [f"### {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    means = {
-        (v, t): statistics.fmean(value(r) for r in cells[(v, t)])
-        for v in table["variants"]
-        for t in tasks
-        if cells.get((v, t))
-    }
+    means = {(v, t): statistics.fmean(vs) for v in table["variants"] for t in tasks if (vs := values(v, t))}
     best = {t: max((m for (_, task), m in means.items() if task == t), default=None) for t in tasks}
-    sign = "+" if over_majority else ""
+    sign = "+" if paired else ""
     for variant in table["variants"]:
         row = [variant]
         for task in tasks:
-            text = mean_std([value(r) for r in cells.get((variant, task), [])], sign)
+            text = mean_std(values(variant, task), sign)
             is_best = (variant, task) in means and means[(variant, task)] == best[task]
             row.append(f"**{text}**" if is_best else text)
         per_task = [means[(variant, t)] for t in tasks if (variant, t) in means]
         row.append(f"{100 * statistics.fmean(per_task):{sign}.2f}" if len(per_task) == len(tasks) else "–")
         lines.append("| " + " | ".join(row) + " |")
-    if over_majority:
+    if paired:
         return "\n".join(lines)
     row = ["*majority label*"]
     level: list[float] = []  # per task, mean over its seeds
@@ -235,6 +237,8 @@ def write_report(out: Path) -> list[Path]:
         tables.append(markdown_table(table, cells))
         if table.get("over_majority"):  # .get: a grid.json written before the option existed lacks it
             tables.append(markdown_table(table, cells, over_majority=True))
+        if table.get("over"):
+            tables.append(markdown_table(table, cells, over=table["over"]))
     sections = [summary, *tables, task_split_table(cells)]
     written[1].write_text("\n\n".join(s for s in sections if s) + "\n")
     for table in grid["tables"]:
