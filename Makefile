@@ -20,7 +20,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 run: setup  ## the default job: FedTreeLoRA, MiniLM, SST-2, 10 Dirichlet clients
-	$(BIN)/fedtreelora run --config examples/default.toml --out $(OUT)
+	$(BIN)/fedtreelora run --config examples/default.toml --compare local:train.lr=1e-3 --out $(OUT)
 
 smoke: setup
 	$(BIN)/fedtreelora run --config examples/smoke.toml --out runs/smoke
