@@ -55,21 +55,23 @@ def markdown_table(table: dict[str, Any], cells: Cells, over_majority: bool = Fa
         if over:  # seeds the reference has not finished yet are left out, not compared with nothing
             ref = {r["seed"]: r["mean_accuracy"] for r in cells.get((over, task), [])}
             return [float(r["mean_accuracy"] - ref[r["seed"]]) for r in results if r["seed"] in ref]
-        level = "majority_baseline" if over_majority else None
-        return [float(r["mean_accuracy"] - (r[level] if level else 0.0)) for r in results]
+        if over_majority:
+            return [float(r["mean_accuracy"] - r["majority_baseline"]) for r in results]
+        return [float(r["mean_accuracy"]) for r in results]
 
     tasks = table["tasks"]
     header = ["variant", *tasks, "avg"]
-    paired = "the majority label" if over_majority else over
+    paired = over or ("the majority label" if over_majority else "")  # `over` wins, as in values()
     title = table["title"] + (f": minus {paired}, paired per seed" if paired else "")
     lines = [f"### {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    means = {(v, t): statistics.fmean(vs) for v in table["variants"] for t in tasks if (vs := values(v, t))}
+    series = {(v, t): values(v, t) for v in table["variants"] for t in tasks}
+    means = {key: statistics.fmean(vs) for key, vs in series.items() if vs}
     best = {t: max((m for (_, task), m in means.items() if task == t), default=None) for t in tasks}
     sign = "+" if paired else ""
     for variant in table["variants"]:
         row = [variant]
         for task in tasks:
-            text = mean_std(values(variant, task), sign)
+            text = mean_std(series[(variant, task)], sign)
             is_best = (variant, task) in means and means[(variant, task)] == best[task]
             row.append(f"**{text}**" if is_best else text)
         per_task = [means[(variant, t)] for t in tasks if (variant, t) in means]
