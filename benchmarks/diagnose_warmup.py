@@ -46,7 +46,6 @@ from fedtreelora.client import client_round
 from fedtreelora.config import RunConfig, TrainConfig, load_config
 from fedtreelora.federation import Federation, prepare
 from fedtreelora.methods import Method, options_for
-from fedtreelora.results import majority_accuracy
 from fedtreelora.runtime.embedded import client_seed
 
 Arm = tuple[str, Callable[[Method, TrainConfig], tuple[Method, TrainConfig]], str]
@@ -164,7 +163,7 @@ def diagnose(cfg: RunConfig) -> dict[str, Any]:
         "silhouettes": topology.to_json()["silhouettes"],
         "weights": [method.weights[c] for c in ids],
         "label_counts": {c.client_id: c.label_counts for c in fed.clients},
-        "majority": {str(c.client_id): majority_accuracy(c) for c in fed.clients},
+        "majority": {str(c.client_id): fed.task.baseline(c) for c in fed.clients},
         "mismatch": {str(c): v for c, v in prior_mismatch(fed, topology.partitions).items()},
         "alpha_after_one_round": alpha_range,
         "scores": {k: {str(c): v for c, v in d.items()} for k, d in scores.items()},

@@ -12,7 +12,6 @@ import pytest
 from fedtreelora.data import (
     ClientData,
     DataError,
-    Example,
     Split,
     TaskData,
     label_count,
@@ -21,6 +20,9 @@ from fedtreelora.data import (
     load_task,
     partition,
 )
+from fedtreelora.tasks.classification import ClassificationTask, Example
+
+parse = ClassificationTask.parse_row
 
 REAL_SST2 = Path(__file__).parents[1].parent / "shared/data/glue/sst2"
 
@@ -65,7 +67,7 @@ def test_load_split_parses_schema_with_and_without_text_pair(tmp_path: Path) -> 
     )
     with path.open("a", encoding="utf-8") as handle:
         handle.write("\n")  # trailing blank line is tolerated
-    split = load_split(path)
+    split = load_split(path, parse)
     assert split.examples == [Example("q1", 1, "a1"), Example("q2", 0, None)]
     assert split.labels.dtype == np.int64
     assert split.labels.tolist() == [1, 0]
@@ -74,7 +76,7 @@ def test_load_split_parses_schema_with_and_without_text_pair(tmp_path: Path) -> 
 
 def test_missing_label_name_falls_back_to_id(tmp_path: Path) -> None:
     split = load_split(
-        write_jsonl(tmp_path / "x.jsonl", [{"text": "a", "label": 2}, {"text": "b", "label": 0}])
+        write_jsonl(tmp_path / "x.jsonl", [{"text": "a", "label": 2}, {"text": "b", "label": 0}]), parse
     )
     assert split.label_names == ["0", "1", "2"]
 
@@ -95,7 +97,7 @@ def test_malformed_row_error_names_file_and_line(tmp_path: Path, bad_line: str, 
     path = tmp_path / "train.jsonl"
     path.write_text('{"text": "ok", "label": 0}\n\n' + bad_line + "\n", encoding="utf-8")
     with pytest.raises(DataError, match=fragment) as info:
-        load_split(path)
+        load_split(path, parse)
     assert f"{path}:3" in str(info.value)  # line numbers count blank lines too
     assert isinstance(info.value, ValueError)
 
@@ -103,13 +105,13 @@ def test_malformed_row_error_names_file_and_line(tmp_path: Path, bad_line: str, 
 def test_conflicting_label_names_are_rejected(tmp_path: Path) -> None:
     rows = [{"text": "a", "label": 0, "label_name": "neg"}, {"text": "b", "label": 0, "label_name": "pos"}]
     with pytest.raises(DataError, match=r"x\.jsonl:2: label 0"):
-        load_split(write_jsonl(tmp_path / "x.jsonl", rows))
+        load_split(write_jsonl(tmp_path / "x.jsonl", rows), parse)
 
 
 def test_empty_file_is_an_error(tmp_path: Path) -> None:
     (tmp_path / "x.jsonl").write_text("\n", encoding="utf-8")
     with pytest.raises(DataError, match="no rows"):
-        load_split(tmp_path / "x.jsonl")
+        load_split(tmp_path / "x.jsonl", parse)
 
 
 def test_load_task_reads_both_splits_and_names_task_after_folder(tmp_path: Path) -> None:
@@ -117,7 +119,7 @@ def test_load_task_reads_both_splits_and_names_task_after_folder(tmp_path: Path)
     folder.mkdir()
     write_jsonl(folder / "train.jsonl", [{"text": "a", "label": 1, "label_name": "positive"}])
     write_jsonl(folder / "test.jsonl", [{"text": "b", "label": 0, "label_name": "negative"}])
-    task = load_task(folder)
+    task = load_task(folder, parse)
     assert task.name == "sst2"
     assert [e.text for e in task.train.examples] == ["a"]
     assert [e.text for e in task.test.examples] == ["b"]
@@ -127,7 +129,7 @@ def test_load_task_reads_both_splits_and_names_task_after_folder(tmp_path: Path)
 def test_load_task_without_files_points_at_the_setting(tmp_path: Path) -> None:
     write_jsonl(tmp_path / "train.jsonl", [{"text": "a", "label": 0}])
     with pytest.raises(DataError) as info:
-        load_task(tmp_path)
+        load_task(tmp_path, parse)
     assert str(info.value) == (
         f"data.dir: no train.jsonl/test.jsonl in {tmp_path}; point data.dir at a folder holding both "
         "(e.g. ../shared/data/glue/sst2)"
@@ -141,7 +143,7 @@ def test_label_count_is_max_over_tasks() -> None:
 @pytest.mark.skipif(not REAL_SST2.is_dir(), reason="shared GLUE data not available")
 def test_real_sst2_loads_fast_and_partitions() -> None:
     start = time.perf_counter()
-    task = load_task(REAL_SST2)
+    task = load_task(REAL_SST2, parse)
     elapsed = time.perf_counter() - start
     assert task.name == "sst2"
     assert len(task.train.examples) == 67_349

@@ -4,7 +4,7 @@ from types import SimpleNamespace
 
 import torch
 
-from fedtreelora.tasks import ClassificationTask, Encoded
+from fedtreelora.tasks.classification import ClassificationTask, Encoded
 
 
 def encoded(lengths: list[int]) -> Encoded:

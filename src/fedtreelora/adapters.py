@@ -91,18 +91,36 @@ def _find_targets(model: nn.Module, targets: Iterable[str]) -> list[tuple[str, i
     return found
 
 
+# Query/value projection names by architecture family: LoRA's usual targets (Hu et al.), in the order tried.
+QUERY_VALUE = (("query", "value"), ("q_proj", "v_proj"), ("q", "v"), ("q_lin", "v_lin"))
+
+
+def default_targets(model: nn.Module) -> list[str]:
+    """The model's query and value projections (the first name pair present as linear layers)."""
+    linear = {path.rsplit(".", 1)[-1] for path, m in model.named_modules() if isinstance(m, nn.Linear)}
+    for pair in QUERY_VALUE:
+        if set(pair) <= linear:
+            return list(pair)
+    raise ValueError(
+        "model.targets: cannot tell this model's attention projections; set model.targets to the names of "
+        "its linear modules to adapt, e.g. ['q_proj', 'v_proj']"
+    )
+
+
 class AdapterHost:
     """Wraps the target modules of one backbone and swaps client adapter states in and out."""
 
     def __init__(
         self,
         model: nn.Module,
-        targets: list[str],
+        targets: list[str] | None,
         lora_alpha: float,
         dropout: float,
         head: Mapping[str, nn.Parameter] | None = None,
     ) -> None:
         self.model = model
+        targets = targets or default_targets(model)
+        self.targets = targets
         found = _find_targets(model, targets)
         missing = set(targets) - {t for _, _, t, _ in found}
         if missing:

@@ -82,17 +82,31 @@ def run(
     from .plots import write_plots
 
     pictures = write_plots(results, out, others)
+    from .results import mean_score, metric_of
+
     console = Console()
+    metric, baseline, n = metric_of(results), results.get("majority_baseline"), len(results["clients"])
     console.print(
-        f"mean personalised accuracy [bold]{results['mean_accuracy']:.4f}[/]"
-        f" over {len(results['clients'])} clients"
-        f" (always-majority-label baseline {results['majority_baseline']:.4f})"
+        f"mean personalised {metric} [bold]{mean_score(results):.4f}[/] over {n} clients"
+        + (f" (always-majority-label baseline {baseline:.4f})" if baseline is not None else "")
     )
+    if len(results.get("groups") or {}) > 1:
+        console.print("  by group: " + ", ".join(f"{g} {v:.4f}" for g, v in results["groups"].items()))
     for name, res in others.items():
-        console.print(f"  {name} with the same seed and budget: {res['mean_accuracy']:.4f}")
+        console.print(f"  {name} with the same seed and budget: {mean_score(res):.4f}")
     if results["topology"] is not None:
         console.print(f"K per layer: {results['topology']['k_per_layer']}")
     console.print(f"wrote {out / 'results.json'}, " + ", ".join(str(p) for p in pictures))
+
+
+def metric_name(cfg: RunConfig) -> str:
+    """The metric the run will report (its task kind's), read off the data's first row; "score" if unclear."""
+    from .tasks import kind_for
+
+    try:
+        return kind_for(cfg.data.task_dirs(), cfg.data.kind).metric
+    except (ConfigError, ValueError):
+        return "score"  # the run itself reports what is wrong, with the full message
 
 
 class BarObserver:
@@ -100,6 +114,7 @@ class BarObserver:
 
     def __init__(self, cfg: RunConfig, bar: Progress) -> None:
         self.cfg, self.bar = cfg, bar
+        self.metric = metric_name(cfg)
         self.task = bar.add_task(
             f"{cfg.method}: setting up", total=cfg.federation.rounds * cfg.data.n_clients
         )
@@ -110,10 +125,12 @@ class BarObserver:
         self.bar.update(self.task, completed=rnd * n + done, description=desc)
 
     def round_done(self, row: dict[str, Any]) -> None:
-        acc = row["mean_accuracy"]
+        from .results import round_score
+
+        score = round_score(row)
         self.bar.console.print(
             f"round {row['round'] + 1:>3} {row['phase']:<9} loss {row['train_loss']:.4f}"
-            + (f"  accuracy {acc:.4f}" if acc is not None else "")
+            + (f"  {self.metric} {score:.4f}" if score is not None else "")
             + f"  [{row['seconds']:.0f}s]",
             highlight=False,
         )

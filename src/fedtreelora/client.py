@@ -16,7 +16,7 @@ from torch import Tensor
 from .adapters import MIXING, AdapterHost, State
 from .config import TrainConfig
 from .methods.base import ClientPlan, Method
-from .tasks import ClassificationTask, Encoded
+from .tasks import Encoded, Score, Task
 from .training import TrainStats, train_local
 
 HEAD = ("head.*",)  # a trainable head is always personal: it trains every round and never leaves the client
@@ -32,7 +32,7 @@ class ClientResult:
 
 def client_round(
     host: AdapterHost,
-    task: ClassificationTask,
+    task: Task,
     data: Encoded,
     method: Method,
     plan: ClientPlan,
@@ -70,13 +70,13 @@ def client_round(
 
 def client_evaluate(
     host: AdapterHost,
-    task: ClassificationTask,
+    task: Task,
     data: Encoded,
     method: Method,
     kept: Mapping[str, Tensor],
     payload: Mapping[str, Tensor],
     batch_size: int,
-) -> float:
+) -> Score:
     """Score the client's personalised model: what it kept plus what the server would send it now."""
     host.load(method.client_state(kept, payload), lambda name: False, method.mixer)
     return task.score(host.model, data, batch_size)

@@ -30,25 +30,36 @@ def check(ok: bool, key: str, message: str) -> None:
 
 @dataclass
 class ModelConfig:
-    name: str = "minilm"  # "minilm" = the packaged all-MiniLM-L6-v2; else a HF model id or a local folder
-    targets: list[str] = field(default_factory=lambda: ["query", "value"])
+    # Packaged offline: "minilm" (all-MiniLM-L6-v2, encoder) and "smollm2" (SmolLM2-135M-Instruct, decoder);
+    # else a Hugging Face model id or a local folder.
+    name: str = "minilm"
+    # Modules that get LoRA; unset = the model's query/value projections (BERT: query, value; Llama: q_proj,
+    # v_proj; T5: q, v; DistilBERT: q_lin, v_lin).
+    targets: list[str] | None = None
     rank: int = 8
     lora_alpha: float = 16.0
     dropout: float = 0.05
     train_head: bool = False  # the paper keeps the classification head frozen
     head_init_std: float = 0.5  # std of a newly created head's weights; 0 keeps the model's own init
-    max_length: int = 64
+    max_length: int | None = (
+        None  # tokens per row; unset = the task kind's default (64 classify, 256 generate)
+    )
     # Unset keeps the checkpoint's dropout. 0 switches the frozen backbone's dropout off (LoRA keeps its own):
     # on CPU, sampling the attention-dropout masks costs 25-40% of a training step.
     backbone_dropout: float | None = None
 
     def validate(self) -> None:
-        check(bool(self.targets), "model.targets", "list at least one module name, e.g. ['query', 'value']")
+        check(
+            self.targets is None or bool(self.targets),
+            "model.targets",
+            "list at least one module name, e.g. ['q_proj', 'v_proj'], or leave it unset",
+        )
         check(self.rank >= 1, "model.rank", f"must be >= 1 (got {self.rank})")
         check(self.lora_alpha > 0, "model.lora_alpha", f"must be > 0 (got {self.lora_alpha})")
         check(0.0 <= self.dropout < 1.0, "model.dropout", f"must be in [0, 1) (got {self.dropout})")
         check(self.head_init_std >= 0, "model.head_init_std", "must be >= 0 (0 = the model's own init)")
-        check(self.max_length >= 8, "model.max_length", f"must be >= 8 (got {self.max_length})")
+        ml = self.max_length
+        check(ml is None or ml >= 8, "model.max_length", f"must be >= 8 (got {ml})")
         bd = self.backbone_dropout
         check(bd is None or 0.0 <= bd < 1.0, "model.backbone_dropout", f"must be in [0, 1) (got {bd})")
 
@@ -56,6 +67,8 @@ class ModelConfig:
 @dataclass
 class DataConfig:
     dir: str = "../shared/data/glue/sst2"  # a folder holding train.jsonl and test.jsonl
+    # "classification" (GLUE rows), "generation" (FLAN rows), or "auto": told from the rows' keys.
+    kind: str = "auto"
     tasks: list[str] = field(default_factory=list)  # partition = "task": one folder per client group
     partition: Literal["dirichlet", "iid", "task"] = "dirichlet"
     alpha: float = 0.5  # Dirichlet concentration; smaller = more label skew
@@ -110,6 +123,18 @@ class TrainConfig:
 
 
 @dataclass
+class GenerationConfig:
+    """How a generation task scores: greedy decoding up to ``max_new_tokens``, then ROUGE-1."""
+
+    max_new_tokens: int = 64
+    samples: int = 3  # generations per client kept in results.json (prompt, output, reference)
+
+    def validate(self) -> None:
+        check(self.max_new_tokens >= 1, "generation.max_new_tokens", "must be >= 1")
+        check(self.samples >= 0, "generation.samples", "must be >= 0")
+
+
+@dataclass
 class FederationConfig:
     rounds: int = 10  # the total budget T; warmups count inside it
     eval_every: int = 2  # evaluate every k rounds (the last round is always evaluated)
@@ -129,11 +154,12 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     federation: FederationConfig = field(default_factory=FederationConfig)
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
     options: Any = None  # the selected method's options dataclass, stored under [<method>]
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"method": self.method, "seed": self.seed}
-        for name in ("model", "data", "train", "federation"):
+        for name in SECTIONS:
             out[name] = dataclasses.asdict(getattr(self, name))
         if self.options is not None:
             out[self.method] = dataclasses.asdict(self.options)
@@ -145,6 +171,7 @@ SECTIONS: dict[str, type] = {
     "data": DataConfig,
     "train": TrainConfig,
     "federation": FederationConfig,
+    "generation": GenerationConfig,
 }
 
 

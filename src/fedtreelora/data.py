@@ -1,18 +1,18 @@
-"""Load GLUE-style JSON Lines splits and partition them across federated clients.
+"""Load JSON Lines splits and partition them across federated clients.
 
 numpy only: tokenisation lives elsewhere, so this module stays cheap to import and easy to test, and a
 partition can be inspected (label histograms, sizes) without loading a model.
 
-Row schema (one JSON object per line)::
-
-    {"text": str, "text_pair": str (pair tasks only), "label": int, "label_name": str}
+The row schema belongs to the task kind (``fedtreelora.tasks``): it hands ``load_task`` a parser that turns
+one JSON object into a ``Row``. Partitioning only needs each row's class id (label skew) and never looks at
+the example itself, so classification (GLUE) and generation (FLAN) rows are split by the same code.
 """
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 import numpy as np
 import numpy.typing as npt
@@ -22,7 +22,6 @@ FloatArray = npt.NDArray[np.float64]
 
 Partition = Literal["dirichlet", "iid", "task"]
 
-_REQUIRED_KEYS = "'text' and 'label' are required; 'text_pair' and 'label_name' are optional"
 _DIR_HINT = "point data.dir at a folder holding both (e.g. ../shared/data/glue/sst2)"
 
 
@@ -31,17 +30,23 @@ class DataError(ValueError):
 
 
 @dataclass(frozen=True)
-class Example:
-    text: str
-    label: int
-    text_pair: str | None = None
+class Row:
+    """What a task kind's parser makes of one JSON object."""
+
+    example: Any  # the task kind's own example type
+    label: int = 0  # class id, for label-skew partitions; 0 for rows without classes
+    label_name: str | None = None
+    group: str | None = None  # a task group (FLAN's "group"); None: the task folder's parent folder
+
+
+RowParser = Callable[[dict[str, Any], str], Row]  # (JSON object, "file:line") -> Row; raises DataError
 
 
 @dataclass(frozen=True)
 class Split:
     """A labelled pool read from one file."""
 
-    examples: list[Example]
+    examples: list[Any]
     labels: IntArray  # (n,) int64, same order as examples; read-only
     label_names: list[str]  # index = label id
 
@@ -51,49 +56,82 @@ class TaskData:
     name: str  # folder name, e.g. "sst2"
     train: Split
     test: Split
+    group: str = ""  # e.g. "sentiment" for flan/sentiment/sst2; "glue" for glue/sst2
 
 
 @dataclass(frozen=True)
 class ClientData:
     client_id: int
     task: str
-    train: list[Example]
-    test: list[Example]
+    train: list[Any]
+    test: list[Any]
     label_counts: list[int]  # train label histogram over the client's task classes (for reports)
+    group: str = ""
 
 
 # --------------------------------------------------------------------------------------------- loading
 
 
-def load_split(path: Path) -> Split:
+def load_split(path: Path, parse: RowParser) -> Split:
     """Read one ``.jsonl`` file; blank lines are skipped, anything else malformed raises DataError."""
     path = Path(path)
-    examples: list[Example] = []
+    examples: list[Any] = []
+    labels: list[int] = []
     names: dict[int, str] = {}
-    for lineno, line in _read_lines(path):
-        example, name = _parse_row(line, f"{path}:{lineno}")
-        if name is not None:
-            _record_name(names, example.label, name, f"{path}:{lineno}")
-        examples.append(example)
+    for lineno, row in read_rows(path):
+        parsed = parse(row, f"{path}:{lineno}")
+        if parsed.label_name is not None:
+            _record_name(names, parsed.label, parsed.label_name, f"{path}:{lineno}")
+        examples.append(parsed.example)
+        labels.append(parsed.label)
     if not examples:
-        raise DataError(f"{path}: no rows; expected one JSON object per line ({_REQUIRED_KEYS})")
-    labels = np.fromiter((e.label for e in examples), dtype=np.int64, count=len(examples))
+        raise DataError(f"{path}: no rows; expected one JSON object per line")
+    array = np.asarray(labels, dtype=np.int64)
     # Split is frozen; freezing the array too stops a caller's in-place edit from desynchronising it.
-    labels.flags.writeable = False
-    label_names = [names.get(i, str(i)) for i in range(int(labels.max()) + 1)]
-    return Split(examples=examples, labels=labels, label_names=label_names)
+    array.flags.writeable = False
+    label_names = [names.get(i, str(i)) for i in range(int(array.max()) + 1)]
+    return Split(examples=examples, labels=array, label_names=label_names)
 
 
-def load_task(directory: Path) -> TaskData:
-    """Read ``<directory>/train.jsonl`` and ``<directory>/test.jsonl``; the task is named after the folder."""
+def load_task(directory: Path, parse: RowParser) -> TaskData:
+    """Read ``<directory>/train.jsonl`` and ``<directory>/test.jsonl``; the task is named after the folder.
+
+    Its group is the rows' own ``group`` where the parser reads one, else the parent folder's name.
+    """
     directory = Path(directory)
-    train_path, test_path = directory / "train.jsonl", directory / "test.jsonl"
+    train_path, test_path = split_paths(directory)
+    groups: set[str] = set()
+
+    def parse_and_note(row: dict[str, Any], where: str) -> Row:
+        parsed = parse(row, where)
+        if parsed.group:
+            groups.add(parsed.group)
+        return parsed
+
+    train, test = load_split(train_path, parse_and_note), load_split(test_path, parse_and_note)
+    _check_same_names(train, test, directory)
+    if len(groups) > 1:
+        raise DataError(f"{directory}: rows name several groups ({', '.join(sorted(groups))}); one per task")
+    folder = directory.resolve()
+    # Path(".").name is empty, so fall back to the resolved folder name.
+    name = directory.name or folder.name
+    return TaskData(name=name, train=train, test=test, group=groups.pop() if groups else folder.parent.name)
+
+
+def split_paths(directory: Path) -> tuple[Path, Path]:
+    """``train.jsonl`` and ``test.jsonl`` of a task folder, or a DataError naming the setting."""
+    train_path, test_path = Path(directory) / "train.jsonl", Path(directory) / "test.jsonl"
     if not (train_path.is_file() and test_path.is_file()):
         raise DataError(f"data.dir: no train.jsonl/test.jsonl in {directory}; {_DIR_HINT}")
-    train, test = load_split(train_path), load_split(test_path)
-    _check_same_names(train, test, directory)
-    # Path(".").name is empty, so fall back to the resolved folder name.
-    return TaskData(name=directory.name or directory.resolve().name, train=train, test=test)
+    return train_path, test_path
+
+
+def first_row(directory: Path) -> dict[str, Any]:
+    """The first JSON object of a task folder's ``train.jsonl``: enough to tell its schema."""
+    path = split_paths(directory)[0]
+    for _, row in read_rows(path):
+        return row
+    raise DataError(f"{path}: no rows; expected one JSON object per line")
 
 
 def label_count(tasks: Sequence[TaskData]) -> int:
@@ -101,6 +139,19 @@ def label_count(tasks: Sequence[TaskData]) -> int:
     if not tasks:
         raise DataError("data.tasks: no task given; need at least one task to count labels")
     return max(_n_classes(task) for task in tasks)
+
+
+def read_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, JSON object) for every non-blank line; anything but an object raises DataError."""
+    for lineno, line in _read_lines(path):
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            where = f"{path}:{lineno}"
+            raise DataError(f"{where}: not valid JSON ({exc.msg}); expected one object per line") from None
+        if not isinstance(row, dict):
+            raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
+        yield lineno, row
 
 
 def _read_lines(path: Path) -> Iterator[tuple[int, str]]:
@@ -117,30 +168,6 @@ def _read_lines(path: Path) -> Iterator[tuple[int, str]]:
         except UnicodeDecodeError as exc:
             # Decoding happens in chunks, so the line is only approximate.
             raise DataError(f"{path}: not valid UTF-8 (near line {lineno + 1})") from exc
-
-
-def _parse_row(line: str, where: str) -> tuple[Example, str | None]:
-    try:
-        row = json.loads(line)
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{where}: not valid JSON ({exc.msg}); expected one object per line") from None
-    if not isinstance(row, dict):
-        raise DataError(f"{where}: expected a JSON object, got {type(row).__name__}")
-    for key in ("text", "label"):
-        if key not in row:
-            raise DataError(f"{where}: missing key {key!r} ({_REQUIRED_KEYS})")
-    text, label = row["text"], row["label"]
-    text_pair, name = row.get("text_pair"), row.get("label_name")
-    if not isinstance(text, str):
-        raise DataError(f"{where}: 'text' must be a string, got {type(text).__name__}")
-    # bool is an int subclass in Python; a true/false label is a schema mistake, not class 0/1.
-    if isinstance(label, bool) or not isinstance(label, int) or label < 0:
-        raise DataError(f"{where}: 'label' must be a non-negative integer, got {label!r}")
-    if text_pair is not None and not isinstance(text_pair, str):
-        raise DataError(f"{where}: 'text_pair' must be a string, got {type(text_pair).__name__}")
-    if name is not None and not isinstance(name, str):
-        raise DataError(f"{where}: 'label_name' must be a string, got {type(name).__name__}")
-    return Example(text=text, label=label, text_pair=text_pair), name
 
 
 def _record_name(names: dict[int, str], label: int, name: str, where: str) -> None:
@@ -360,6 +387,7 @@ def _hand_out(
                 train=[task.train.examples[i] for i in train_idx],
                 test=[task.test.examples[i] for i in test_idx],
                 label_counts=[int(k) for k in plan.train_counts],
+                group=task.group,
             )
         )
     return clients

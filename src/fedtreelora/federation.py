@@ -3,35 +3,40 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from .adapters import AdapterHost, State
 from .config import ConfigError, RunConfig
-from .data import ClientData, DataError, label_count, load_task, partition
+from .data import ClientData, DataError, TaskData, load_task, partition
 from .methods import ClientInfo, Layout, Method, create
-from .models import load_classifier
-from .tasks import ClassificationTask, Encoded
+from .tasks import Task, kind_for
 
 
 @dataclass
 class Federation:
     cfg: RunConfig
     host: AdapterHost
-    task: ClassificationTask
+    task: Task
     clients: list[ClientData]
-    train: dict[int, Encoded]
-    test: dict[int, Encoded]
+    train: dict[int, Any]  # client id -> the task's encoded rows
+    test: dict[int, Any]
     method: Method
     kept: dict[int, State]  # each client's own adapter state between rounds: all a client costs in memory
 
 
-def prepare(cfg: RunConfig) -> Federation:
-    """Load data and the backbone, partition clients, tokenise once, and set up the method."""
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
+def load_clients(cfg: RunConfig) -> tuple[type[Task], list[TaskData], list[ClientData]]:
+    """The task kind, its task folders and the partitioned clients; bad data or settings raise ConfigError."""
+    folders = cfg.data.task_dirs()
     try:
-        tasks = [load_task(d) for d in cfg.data.task_dirs()]
+        kind = kind_for(folders, cfg.data.kind)
+        if not kind.labelled and cfg.data.partition == "dirichlet":
+            raise ConfigError(
+                f"data.partition: 'dirichlet' skews class labels, and {kind.kind} rows have none; "
+                "use 'task' (one task folder per client group) or 'iid'"
+            )
+        tasks = [load_task(d, kind.parse_row) for d in folders]
         clients = partition(
             tasks,
             n_clients=cfg.data.n_clients,
@@ -43,15 +48,25 @@ def prepare(cfg: RunConfig) -> Federation:
         )
     except DataError as err:
         raise ConfigError(str(err)) from err
+    return kind, tasks, clients
+
+
+def prepare(cfg: RunConfig) -> Federation:
+    """Load data and the backbone, partition clients, tokenise once, and set up the method."""
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    kind, tasks, clients = load_clients(cfg)
     m = cfg.model
-    model, tokenizer, head = load_classifier(
-        m.name, label_count(tasks), cfg.seed, m.head_init_std or None, m.backbone_dropout
-    )
+    loaded = kind.load(cfg, tasks)
+    if m.train_head and not loaded.head:
+        raise ConfigError(f"model.train_head: a {kind.kind} model has no task head to train; set it to false")
     try:
-        host = AdapterHost(model, m.targets, m.lora_alpha, m.dropout, head if m.train_head else None)
+        host = AdapterHost(
+            loaded.model, m.targets, m.lora_alpha, m.dropout, loaded.head if m.train_head else None
+        )
     except ValueError as err:
         raise ConfigError(str(err)) from err
-    task = ClassificationTask(tokenizer, m.max_length)
+    task = loaded.task
     layout = Layout(modules=tuple(host.modules), rank=m.rank)
     infos = [ClientInfo(c.client_id, len(c.train)) for c in clients]
     method = create(cfg, layout, infos)

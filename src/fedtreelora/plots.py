@@ -13,6 +13,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 from scipy.cluster.hierarchy import dendrogram
 
+from .results import metric_of, round_score
+
 
 def cut_height(z: np.ndarray, k: int) -> float:
     """A height between the merges that ``cut(k)`` keeps and the ones it undoes (for drawing)."""
@@ -22,7 +24,7 @@ def cut_height(z: np.ndarray, k: int) -> float:
     return float((below + above) / 2)
 
 
-def plot_tree(topology: Mapping[str, Any], path: Path, leaf_labels: list[str] | None = None) -> None:
+def plot_tree(topology: Mapping[str, Any], path: Path, labels: list[str] | None = None) -> None:
     """Dendrogram of the global client tree: one dashed line per distinct cut, naming the layers using it.
 
     Branches are coloured by the deepest layer's clusters.
@@ -33,7 +35,7 @@ def plot_tree(topology: Mapping[str, Any], path: Path, leaf_labels: list[str] | 
     fig, ax = plt.subplots(figsize=(max(6.0, 0.6 * n + 2), 4.8))
     deepest = cut_height(z, max(ks)) if max(ks) > 1 else 0.0
     dendrogram(
-        z, ax=ax, labels=leaf_labels or [f"c{i}" for i in range(n)], color_threshold=deepest, leaf_font_size=8
+        z, ax=ax, labels=labels or [f"c{i}" for i in range(n)], color_threshold=deepest, leaf_font_size=8
     )
     colors = plt.get_cmap("plasma")
     distinct = sorted(set(ks))
@@ -68,20 +70,24 @@ def plot_k_per_layer(topology: Mapping[str, Any], path: Path, n_clients: int, ti
     plt.close(fig)
 
 
-def plot_accuracy(
+def plot_scores(
     results: Mapping[str, Any], path: Path, others: Mapping[str, Mapping[str, Any]] | None = None
 ) -> None:
-    """Mean accuracy per evaluated round, the end of the warmup, the majority-label level, other runs.
+    """Mean score per evaluated round, the end of the warmup, the majority-label level, other runs.
 
-    ``others`` maps a label to another run's results (e.g. local training with the same seed and budget).
+    ``others`` maps a label to another run's results (e.g. local training with the same seed and budget);
+    a run evaluated once (zero-shot: no training) is drawn as a level across the plot.
     """
     fig, ax = plt.subplots(figsize=(6.5, 3.8))
     runs = [(results["method"], results, "o", 2.2)]
     runs += [(name, res, ".", 1.2) for name, res in (others or {}).items()]
     for label, res, marker, width in runs:
-        rows = [r for r in res["rounds"] if r["mean_accuracy"] is not None]
-        x, y = [r["round"] + 1 for r in rows], [r["mean_accuracy"] for r in rows]
-        ax.plot(x, y, label=label, marker=marker, linewidth=width)
+        scored = [(r["round"] + 1, round_score(r)) for r in res["rounds"]]
+        rows = [(x, y) for x, y in scored if y is not None]
+        if len(rows) == 1 and res is not results:
+            ax.axhline(rows[0][1], linestyle="-.", linewidth=width, color="tab:green", label=label)
+            continue
+        ax.plot([x for x, _ in rows], [y for _, y in rows], label=label, marker=marker, linewidth=width)
     warmup = [r["round"] + 1 for r in results["rounds"] if r["phase"] == "warmup"]
     if warmup:
         ax.axvline(max(warmup), color="grey", linestyle=":", linewidth=1)
@@ -89,16 +95,26 @@ def plot_accuracy(
             "end of warmup", (max(warmup), 0.02), xycoords=("data", "axes fraction"), fontsize=8,
             color="grey", ha="right", rotation=90, va="bottom",
         )  # fmt: skip
-    ax.axhline(
-        results["majority_baseline"], color="black", linestyle="--", linewidth=1, label="majority label"
-    )
+    if results.get("majority_baseline") is not None:
+        ax.axhline(
+            results["majority_baseline"], color="black", linestyle="--", linewidth=1, label="majority label"
+        )
     ax.set_xlabel("round")
-    ax.set_ylabel("mean personalised accuracy")
+    ax.set_ylabel(f"mean personalised {metric_of(results)}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def leaf_labels(clients: list[Mapping[str, Any]]) -> list[str]:
+    """A tree leaf per client: its task (and group, where several) when clients hold different tasks, else
+    its training label counts."""
+    if len({c["task"] for c in clients}) > 1:
+        groups = len({c.get("group") for c in clients}) > 1
+        return [f"c{c['id']}\n{c['task']}" + (f"\n{c['group']}" if groups else "") for c in clients]
+    return [f"c{c['id']}\n" + "/".join(map(str, c["label_counts"])) for c in clients]
 
 
 def plot_silhouettes(topology: Mapping[str, Any], path: Path, tau: float | None) -> None:
@@ -142,16 +158,15 @@ def write_plots(
     results: Mapping[str, Any], out: Path, others: Mapping[str, Mapping[str, Any]] | None = None
 ) -> list[Path]:
     """Every picture that fits these results (``others``: runs drawn beside it); returns the files written."""
-    written = [out / "accuracy.png"]
-    plot_accuracy(results, written[0], others)
+    written = [out / f"{metric_of(results)}.png"]
+    plot_scores(results, written[0], others)
     topology = results.get("topology")
     if topology is not None:
         n = len(results["clients"])
         plot_k_per_layer(topology, out / "k_per_layer.png", n)
         written.append(out / "k_per_layer.png")
         if topology.get("linkage") is not None and n > 1:
-            labels = [f"c{c['id']}\n" + "/".join(map(str, c["label_counts"])) for c in results["clients"]]
-            plot_tree(topology, out / "tree.png", labels)
+            plot_tree(topology, out / "tree.png", leaf_labels(results["clients"]))
             written.append(out / "tree.png")
         if any(topology.get("silhouettes") or []):
             tau = (results["config"].get(results["method"]) or {}).get("tau")

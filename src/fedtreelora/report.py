@@ -16,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from .plots import plot_tree, plt
+from .plots import leaf_labels, plot_tree, plt
+from .results import mean_score, metric_of, round_score
 from .topology import cut
 
 Cells = dict[tuple[str, str], list[dict[str, Any]]]  # (variant, task) -> results of its seeds
@@ -53,11 +54,13 @@ def markdown_table(table: dict[str, Any], cells: Cells, over_majority: bool = Fa
     def values(variant: str, task: str) -> list[float]:
         results = cells.get((variant, task), [])
         if over:  # seeds the reference has not finished yet are left out, not compared with nothing
-            ref = {r["seed"]: r["mean_accuracy"] for r in cells.get((over, task), [])}
-            return [float(r["mean_accuracy"] - ref[r["seed"]]) for r in results if r["seed"] in ref]
+            ref = {r["seed"]: mean_score(r) for r in cells.get((over, task), [])}
+            return [mean_score(r) - ref[r["seed"]] for r in results if r["seed"] in ref]
         if over_majority:
-            return [float(r["mean_accuracy"] - r["majority_baseline"]) for r in results]
-        return [float(r["mean_accuracy"]) for r in results]
+            return [
+                mean_score(r) - r["majority_baseline"] for r in results if r["majority_baseline"] is not None
+            ]
+        return [mean_score(r) for r in results]
 
     tasks = table["tasks"]
     header = ["variant", *tasks, "avg"]
@@ -101,7 +104,8 @@ def majority_baseline(cells: Cells, task: str, variants: Iterable[str]) -> list[
     by_seed: dict[int, set[float]] = defaultdict(set)
     for variant in variants:
         for r in cells.get((variant, task), []):
-            by_seed[r["seed"]].add(round(float(r["majority_baseline"]), 9))
+            if r.get("majority_baseline") is not None:  # generation has no majority label
+                by_seed[r["seed"]].add(round(float(r["majority_baseline"]), 9))
     if any(len(levels) > 1 for levels in by_seed.values()):
         return []
     return [next(iter(by_seed[seed])) for seed in sorted(by_seed)]
@@ -152,13 +156,13 @@ def write_csv(cells: Cells, path: Path) -> None:
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(
-            ["variant", "task", "seed", "mean_accuracy", "majority_baseline", "k_per_layer", "seconds"]
+            ["variant", "task", "seed", "metric", "mean_score", "majority_baseline", "k_per_layer", "seconds"]
         )
         for (variant, task), results in sorted(cells.items()):
             for r in sorted(results, key=lambda r: r["seed"]):
                 topology = r["topology"]
                 ks = " ".join(map(str, topology["k_per_layer"])) if topology else ""
-                row = [variant, task, r["seed"], r["mean_accuracy"], r["majority_baseline"], ks]
+                row = [variant, task, r["seed"], metric_of(r), mean_score(r), r["majority_baseline"], ks]
                 writer.writerow([*row, round(r["timing"]["total_seconds"], 1)])
 
 
@@ -190,16 +194,18 @@ def plot_k_per_task(cells: Cells, variant: str, path: Path) -> bool:
 
 
 def plot_accuracy_per_round(cells: Cells, variants: list[str], task: str, path: Path) -> bool:
-    """Mean over seeds of the mean personalised accuracy, per evaluated round, one line per variant."""
+    """Mean over seeds of the mean personalised score, per evaluated round, one line per variant."""
     fig, ax = plt.subplots(figsize=(6.5, 4))
-    drawn = False
+    drawn, metric = False, "accuracy"
     for variant in variants:
         results = cells.get((variant, task), [])
         by_round: dict[int, list[float]] = defaultdict(list)
         for r in results:
+            metric = metric_of(r)
             for row in r["rounds"]:
-                if row["mean_accuracy"] is not None:
-                    by_round[row["round"] + 1].append(row["mean_accuracy"])
+                score = round_score(row)
+                if score is not None:
+                    by_round[row["round"] + 1].append(score)
         if by_round:
             rounds = sorted(by_round)
             width = 2.5 if variant == "fedtreelora" else 1.5  # the flagship stands out among the baselines
@@ -213,8 +219,8 @@ def plot_accuracy_per_round(cells: Cells, variants: list[str], task: str, path: 
         )
     if drawn:
         ax.set_xlabel("round")
-        ax.set_ylabel("mean personalised accuracy")
-        ax.set_title(f"{task}: accuracy per round (mean over seeds)")
+        ax.set_ylabel(f"mean personalised {metric}")
+        ax.set_title(f"{task}: {metric} per round (mean over seeds)")
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
         fig.tight_layout()
@@ -256,10 +262,10 @@ def write_report(out: Path) -> list[Path]:
     for (variant, task), results in sorted(cells.items()):
         first = min(results, key=lambda r: r["seed"])
         topology = first["topology"]
-        if task.startswith("hetero") and topology and topology.get("linkage"):
-            labels = [f"c{c['id']}\n{c['task']}" for c in first["clients"]]
+        several_tasks = len({c.get("task") for c in first["clients"]}) > 1
+        if several_tasks and topology and topology.get("linkage"):
             path = plots / f"tree_{variant}_{task}.png"
-            plot_tree(topology, path, labels)
+            plot_tree(topology, path, leaf_labels(first["clients"]))
             written.append(path)
     return written
 

@@ -14,7 +14,8 @@ import numpy as np
 from ..adapters import State
 from ..config import RunConfig
 from ..federation import Federation, prepare
-from ..results import build_results
+from ..results import build_results, round_row
+from ..tasks import Score
 from .executors import EvalJob, InProcess, TrainJob, WorkerPool
 
 
@@ -58,7 +59,7 @@ def _rounds(
     cfg, method, rows = fed.cfg, fed.method, []
     traffic = {"upload_bytes": 0, "download_bytes": 0}
     train_seconds, agg_seconds = 0.0, []
-    accuracies: dict[int, float] = {}
+    scores: dict[int, Score] = {}
     for rnd in range(cfg.federation.rounds):
         plan = method.plan(rnd)
         jobs = [
@@ -87,17 +88,15 @@ def _rounds(
         method.aggregate(rnd, uploads)
         # A topology built inside aggregate() is reported on its own, not as aggregation time.
         agg_seconds.append(time.perf_counter() - start - (method.topology_seconds - topo_before))
-        mean_acc, per_client = None, None
-        if rnd == cfg.federation.rounds - 1 or (rnd + 1) % cfg.federation.eval_every == 0:
-            accuracies = evaluate(fed, executor)
-            mean_acc = statistics.fmean(accuracies.values())
-            per_client = {str(i): a for i, a in accuracies.items()}  # what each client gains or loses
+        evaluated = rnd == cfg.federation.rounds - 1 or (rnd + 1) % cfg.federation.eval_every == 0
+        if evaluated:
+            scores = evaluate(fed, executor)
         row = {
             "round": rnd,
             "phase": plan.phase,
             "train_loss": float(np.average(losses, weights=samples)) if sum(samples) else float("nan"),
-            "mean_accuracy": mean_acc,
-            "client_accuracy": per_client,
+            # Per client too: what each client gains or loses from one round to the next.
+            **round_row(fed.task.metric, scores if evaluated else None),
             "seconds": time.perf_counter() - t0,
         }
         rows.append(row)
@@ -105,11 +104,13 @@ def _rounds(
             observer.round_done(row)
     first = fed.clients[0].client_id
     last_round = cfg.federation.rounds - 1
-    params = {
+    params: dict[str, Any] = {
         "trainable": method.trainable_count(
             last_round, method.client_state(fed.kept[first], method.payload(first))
         ),
         "communicated_per_round": round_numel // len(fed.clients),  # per client, last round, up + down
+        "targets": fed.host.targets,  # the modules that carry LoRA (model.targets, or the model's default)
+        "adapted_layers": fed.host.n_layers,
     }
     timing = {
         "topology_seconds": method.topology_seconds,
@@ -117,10 +118,11 @@ def _rounds(
         "train_seconds_total": train_seconds,
         "total_seconds": time.perf_counter() - t0,
     }
-    return build_results(cfg, fed.clients, accuracies, rows, method.topology(), timing, traffic, params)
+    topology = method.topology()
+    return build_results(cfg, fed.task, fed.clients, scores, rows, topology, timing, traffic, params)
 
 
-def evaluate(fed: Federation, executor: InProcess | WorkerPool) -> dict[int, float]:
+def evaluate(fed: Federation, executor: InProcess | WorkerPool) -> dict[int, Score]:
     """Every client scores its personalised model on its own test split."""
     jobs = [EvalJob(c.client_id, fed.kept[c.client_id], fed.method.payload(c.client_id)) for c in fed.clients]
-    return {job.client_id: acc for job, acc in zip(jobs, executor.evaluate(jobs), strict=True)}
+    return {job.client_id: score for job, score in zip(jobs, executor.evaluate(jobs), strict=True)}

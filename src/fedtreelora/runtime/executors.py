@@ -23,6 +23,7 @@ from ..client import ClientResult, client_evaluate, client_round
 from ..config import RunConfig
 from ..federation import Federation, prepare
 from ..methods import ClientPlan
+from ..tasks import Score
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,7 @@ def run_train(fed: Federation, job: TrainJob) -> ClientResult:
     )  # fmt: skip
 
 
-def run_eval(fed: Federation, job: EvalJob) -> float:
+def run_eval(fed: Federation, job: EvalJob) -> Score:
     data, batch = fed.test[job.client_id], fed.cfg.train.eval_batch_size
     return client_evaluate(fed.host, fed.task, data, fed.method, job.kept, job.payload, batch)
 
@@ -62,7 +63,7 @@ class InProcess:
     def train(self, jobs: Iterable[TrainJob]) -> Iterator[ClientResult]:
         return (run_train(self.fed, job) for job in jobs)
 
-    def evaluate(self, jobs: Iterable[EvalJob]) -> Iterator[float]:
+    def evaluate(self, jobs: Iterable[EvalJob]) -> Iterator[Score]:
         return (run_eval(self.fed, job) for job in jobs)
 
     def close(self) -> None:
@@ -99,7 +100,7 @@ def _train_in_worker(job: TrainJob) -> ClientResult:
     return run_train(_worker_federation, job)
 
 
-def _eval_in_worker(job: EvalJob) -> float:
+def _eval_in_worker(job: EvalJob) -> Score:
     assert _worker_federation is not None
     return run_eval(_worker_federation, job)
 
@@ -116,7 +117,7 @@ class WorkerPool:
     def train(self, jobs: Iterable[TrainJob]) -> Iterator[ClientResult]:
         return self.pool.map(_train_in_worker, jobs)
 
-    def evaluate(self, jobs: Iterable[EvalJob]) -> Iterator[float]:
+    def evaluate(self, jobs: Iterable[EvalJob]) -> Iterator[Score]:
         return self.pool.map(_eval_in_worker, jobs)
 
     def close(self) -> None:
