@@ -169,14 +169,14 @@ def test_task_kind_is_told_from_the_rows(tmp_path: Path, tiny_flan: list[Path]) 
         write_rows(odd / f"{split}.jsonl", [{"question": "q", "answer": "a"}])
     with pytest.raises(ConfigError, match=r"keys \['answer', 'question'\], which match no task kind"):
         kind_for([odd], "auto")
-    with pytest.raises(ConfigError, match="data.kind: must be one of auto, classification, generation"):
+    with pytest.raises(ConfigError, match=r"data\.kind: must be one of auto, classification, generation"):
         kind_for([glue], "ner")
 
 
 def test_groups_come_from_the_rows_and_label_skew_is_refused(tiny_flan: list[Path]) -> None:
     sets = ["data.partition='task'", f"data.tasks={[str(t) for t in tiny_flan]!r}", "data.n_clients=4"]
     sets += ["data.n_train=4", "data.n_test=2"]
-    _, tasks, clients = load_clients(load_config(None, sets, options_for()))
+    _, _, clients = load_clients(load_config(None, sets, options_for()))
     assert [(c.task, c.group) for c in clients] == [
         ("copy_a", "editing"), ("copy_b", "editing"), ("copy_c", "sentiment"), ("copy_d", "sentiment"),
     ]  # fmt: skip
