@@ -231,5 +231,5 @@ def test_a_worker_pool_scores_generation_like_one_process(tiny_llama: Path, tiny
 
 
 def test_train_head_on_a_decoder_is_a_config_error(tiny_llama: Path, tiny_flan: list[Path]) -> None:
-    with pytest.raises(ConfigError, match="model.train_head: a generation model has no task head"):
+    with pytest.raises(ConfigError, match=r"model\.train_head: a generation model has no task head"):
         tiny_generation_run(tiny_llama, tiny_flan, "model.train_head=true")
