@@ -65,6 +65,12 @@ def test_methods_lists_every_registered_method() -> None:
         (["--compare", "local", "--compare", "local:train.lr=1e-3"], "--compare: 'local' given twice"),
         (["--set", "fedtreelora.alpha_init=1.0"], "fedtreelora.alpha_init: must be in (0, 1)"),
         (["--set", "train.mixer_lr=0"], "train.mixer_lr: must be > 0"),
+        (["--set", "data.kind=ner"], "data.kind: must be one of auto, classification, generation"),
+        (["--set", "data.dir='../shared/data/flan/sentiment/sst2'"], "data.partition: 'dirichlet' skews"),
+        (
+            ["--config", "examples/nlg-smoke.toml", "--set", "generation.max_new_tokens=0"],
+            "generation.max_new",
+        ),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, args: list[str], needle: str) -> None:
@@ -91,3 +97,34 @@ def test_smoke_example_runs_every_method_and_variant(sets: list[str]) -> None:
     res = run(cfg)
     assert 0.0 <= res["mean_accuracy"] <= 1.0
     assert res["params"]["trainable"] > 0
+
+
+@pytest.mark.skipif(not SST2.exists(), reason="needs ../shared/data beside the checkout")
+def test_generation_example_runs_end_to_end_on_a_tiny_decoder(tmp_path: Path, tiny_llama: Path) -> None:
+    """examples/nlg-smoke.toml as written, with the packaged SmolLM2 swapped for a tiny random Llama."""
+    proc = cli(
+        "run", "--config", "examples/nlg-smoke.toml", "--set", f"model.name='{tiny_llama}'",
+        "--out", str(tmp_path),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    res = json.loads((tmp_path / "results.json").read_text())
+    assert res["metric"] == "rouge1" and len(res["clients"]) == 4
+    assert set(res["groups"]) == {"text_editing", "struct_to_text", "sentiment", "commonsense"}
+    assert "mean personalised rouge1" in proc.stdout and "by group:" in proc.stdout
+    for png in ("rouge1.png", "tree.png", "k_per_layer.png"):
+        assert (tmp_path / png).stat().st_size > 1000
+
+
+@pytest.mark.skipif(not SST2.exists(), reason="needs ../shared/data beside the checkout")
+def test_the_generation_job_config_is_valid_and_its_data_exists() -> None:
+    from fedtreelora.federation import load_clients
+
+    cfg = load_config(ROOT / "examples" / "nlg.toml", [], options_for())
+    kind, _, clients = load_clients(cfg)
+    assert kind.kind == "generation" and len(clients) == 8
+    assert sorted({c.group for c in clients}) == [
+        "commonsense",
+        "sentiment",
+        "struct_to_text",
+        "text_editing",
+    ]
