@@ -7,7 +7,7 @@ import pytest
 
 from fedtreelora.bench import cell_dir, load_grid, run_grid
 from fedtreelora.config import ConfigError
-from fedtreelora.report import markdown_table, markers, paste_tables, purity, write_report
+from fedtreelora.report import markdown_table, markers, paste_tables, purity, task_split_table, write_report
 from fedtreelora.runtime.embedded import run
 
 from .conftest import write_task
@@ -194,3 +194,51 @@ def test_no_majority_row_when_variants_drew_different_partitions() -> None:
     assert markdown_table(table, cells).splitlines()[-1] == "| *majority label* | – | – |"
     same = {("a", "t1"): [result(0, 0.5)], ("b", "t1"): [result(0, 0.5)]}
     assert markdown_table(table, same).splitlines()[-1] == "| *majority label* | 50.00 (n=1) | 50.00 |"
+
+
+def test_a_generation_table_has_a_column_per_group_and_no_majority_row() -> None:
+    def result(seed: int, groups: dict[str, float]) -> dict[str, object]:
+        mean = sum(groups.values()) / len(groups)
+        return {
+            "seed": seed,
+            "metric": "rouge1",
+            "mean_score": mean,
+            "groups": groups,
+            "majority_baseline": None,
+        }
+
+    cells = {
+        ("zeroshot", "flan"): [
+            result(0, {"edit": 0.2, "senti": 0.4}),
+            result(1, {"edit": 0.4, "senti": 0.4}),
+        ],
+        ("fedit", "flan"): [result(0, {"edit": 0.5, "senti": 0.9}), result(1, {"edit": 0.7, "senti": 0.7})],
+    }
+    table = {"title": "T", "tasks": ["flan"], "variants": {"zeroshot": [], "fedit": []}, "by_group": True}
+    lines = markdown_table(table, cells).splitlines()
+    assert lines[2] == "| variant | edit | senti | avg |"
+    assert lines[4] == "| zeroshot | 30.00 ± 14.14 (n=2) | 40.00 ± 0.00 (n=2) | 35.00 |"
+    assert lines[5] == "| fedit | **60.00 ± 14.14 (n=2)** | **80.00 ± 14.14 (n=2)** | 70.00 |"
+    assert len(lines) == 6  # no majority-label row for generation
+    # fedit - zeroshot per seed: edit +30, +30; senti +50, +30
+    paired = markdown_table(table, cells, over="zeroshot").splitlines()
+    assert paired[5] == "| fedit | **+30.00 ± 0.00 (n=2)** | **+40.00 ± 14.14 (n=2)** | +35.00 |"
+
+
+def test_task_split_table_reports_group_purity_where_tasks_come_in_groups() -> None:
+    # Four clients: tasks a, b in group g1 and c, d in group g2. The tree joins (0,1), (2,3), then all.
+    z = [[0, 1, 1.0, 2], [2, 3, 1.0, 2], [4, 5, 2.0, 4]]
+    clients = [
+        {"id": i, "task": t, "group": g}
+        for i, (t, g) in enumerate([("a", "g1"), ("b", "g1"), ("c", "g2"), ("d", "g2")])
+    ]
+    topology = {
+        "linkage": z,
+        "k_per_layer": [1, 2, 4],
+        "partitions": [[0, 0, 0, 0], [0, 0, 2, 2], [0, 1, 2, 3]],
+    }
+    cells = {("fedtreelora", "flan"): [{"seed": 0, "topology": topology, "clients": clients}]}
+    lines = task_split_table(cells).splitlines()
+    assert lines[4].endswith("| task-pure at K | group purity per layer | group-pure at K |")
+    # layer 1 (K = 2) keeps each group's two tasks together: group purity 1, task purity 0.5
+    assert lines[-1] == "| fedtreelora | flan | 0 | 1 2 4 | 0.25 0.50 1.00 | 4 | 0.50 1.00 1.00 | 2 |"

@@ -96,7 +96,7 @@ def test_smoke_example_runs_every_method_and_variant(sets: list[str]) -> None:
     cfg = load_config(ROOT / "examples" / "smoke.toml", sets, options_for())
     res = run(cfg)
     assert 0.0 <= res["mean_accuracy"] <= 1.0
-    assert res["params"]["trainable"] > 0
+    assert res["params"]["trainable"] > 0 or sets == ["method=zeroshot"]  # the untrained reference row
 
 
 @pytest.mark.skipif(not SST2.exists(), reason="needs ../shared/data beside the checkout")

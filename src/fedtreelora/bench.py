@@ -33,6 +33,7 @@ class Table:
     tasks: list[str]
     over_majority: bool = False  # report also shows it minus the majority-label predictor, paired per seed
     over: str = ""  # a variant (e.g. "local"): report also shows every variant minus it, paired per seed
+    by_group: bool = False  # one column per task group of a task's clients (FLAN), not one per task
 
 
 @dataclass
@@ -96,6 +97,8 @@ def load_grid(path: Path) -> Grid:
         over_majority = t.get("over_majority", False)
         check(isinstance(over_majority, bool), f"table[{i}].over_majority", "write true or false")
         variants = {k: list(v) for k, v in t["variants"].items()}
+        by_group = t.get("by_group", False)
+        check(isinstance(by_group, bool), f"table[{i}].by_group", "write true or false")
         over = t.get("over", "")
         check(
             over == "" or over in variants,
@@ -110,6 +113,7 @@ def load_grid(path: Path) -> Grid:
                 tasks=tasks,
                 over_majority=over_majority,
                 over=over,
+                by_group=by_group,
             )
         )
     check(bool(grid.tables), "table", "the grid needs at least one [[table]]")

@@ -41,56 +41,76 @@ def mean_std(values: list[float], sign: str = "") -> str:
     return f"{mean:{sign}.2f} ± {std:.2f}" + seeds_note(values)
 
 
+def columns(table: dict[str, Any], cells: Cells) -> list[tuple[str, str]]:
+    """(task, group) per column: one per task, or with ``by_group`` one per group of each task's clients
+    (in client order; group "" stands for the whole task)."""
+    if not table.get("by_group"):  # .get: a grid.json written before the option existed lacks it
+        return [(task, "") for task in table["tasks"]]
+    out: dict[tuple[str, str], None] = {}
+    for task in table["tasks"]:
+        for variant in table["variants"]:
+            for r in cells.get((variant, task), []):
+                out |= dict.fromkeys((task, g) for g in r.get("groups", {}))
+    return list(out)
+
+
+def column_score(result: dict[str, Any], group: str) -> float:
+    return float(result["groups"][group]) if group else mean_score(result)
+
+
 def markdown_table(table: dict[str, Any], cells: Cells, over_majority: bool = False, over: str = "") -> str:
-    """Variants as rows, tasks as columns, plus the average over tasks (only over complete rows).
+    """Variants as rows, tasks (or task groups) as columns, plus the average over columns (complete rows).
 
-    The best mean per column is bold; the last row is the majority-label predictor on the same clients.
-    With ``over_majority`` every seed's accuracy is first reduced by that predictor's on the same seed:
-    the label skew, and with it the majority level, moves a lot between seeds (partitions differ), and the
-    paired difference removes that shared part, so its spread is the method's, not the partition's.
-    ``over`` names a variant instead (e.g. local training): each seed minus that variant's same seed.
+    The best mean per column is bold; the last row is the majority-label predictor on the same clients
+    (classification only). With ``over_majority`` every seed's accuracy is first reduced by that
+    predictor's on the same seed: the label skew, and with it the majority level, moves a lot between seeds
+    (partitions differ), and the paired difference removes that shared part, so its spread is the
+    method's, not the partition's. ``over`` names a variant instead (e.g. local training): each seed minus
+    that variant's same seed.
     """
+    cols = columns(table, cells)
 
-    def values(variant: str, task: str) -> list[float]:
-        results = cells.get((variant, task), [])
+    def values(variant: str, col: tuple[str, str]) -> list[float]:
+        (task, group), results = col, cells.get((variant, col[0]), [])
         if over:  # seeds the reference has not finished yet are left out, not compared with nothing
-            ref = {r["seed"]: mean_score(r) for r in cells.get((over, task), [])}
-            return [mean_score(r) - ref[r["seed"]] for r in results if r["seed"] in ref]
+            ref = {r["seed"]: column_score(r, group) for r in cells.get((over, task), [])}
+            return [column_score(r, group) - ref[r["seed"]] for r in results if r["seed"] in ref]
         if over_majority:
             return [
                 mean_score(r) - r["majority_baseline"] for r in results if r["majority_baseline"] is not None
             ]
-        return [mean_score(r) for r in results]
+        return [column_score(r, group) for r in results]
 
-    tasks = table["tasks"]
-    header = ["variant", *tasks, "avg"]
+    header = ["variant", *(group or task for task, group in cols), "avg"]
     paired = over or ("the majority label" if over_majority else "")  # `over` wins, as in values()
     title = table["title"] + (f": minus {paired}, paired per seed" if paired else "")
     lines = [f"### {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    series = {(v, t): values(v, t) for v in table["variants"] for t in tasks}
+    series = {(v, c): values(v, c) for v in table["variants"] for c in cols}
     means = {key: statistics.fmean(vs) for key, vs in series.items() if vs}
-    best = {t: max((m for (_, task), m in means.items() if task == t), default=None) for t in tasks}
+    best = {c: max((m for (_, col), m in means.items() if col == c), default=None) for c in cols}
     sign = "+" if paired else ""
     for variant in table["variants"]:
         row = [variant]
-        for task in tasks:
-            text = mean_std(series[(variant, task)], sign)
-            is_best = (variant, task) in means and means[(variant, task)] == best[task]
+        for col in cols:
+            text = mean_std(series[(variant, col)], sign)
+            is_best = (variant, col) in means and means[(variant, col)] == best[col]
             row.append(f"**{text}**" if is_best else text)
-        per_task = [means[(variant, t)] for t in tasks if (variant, t) in means]
-        row.append(f"{100 * statistics.fmean(per_task):{sign}.2f}" if len(per_task) == len(tasks) else "–")
+        per_col = [means[(variant, c)] for c in cols if (variant, c) in means]
+        row.append(f"{100 * statistics.fmean(per_col):{sign}.2f}" if len(per_col) == len(cols) else "–")
         lines.append("| " + " | ".join(row) + " |")
     if paired:
         return "\n".join(lines)
     row = ["*majority label*"]
     level: list[float] = []  # per task, mean over its seeds
-    for task in tasks:
+    for task, _ in cols:
         majority = majority_baseline(cells, task, table["variants"])
         if majority:
             level.append(statistics.fmean(majority))
         row.append(f"{100 * level[-1]:.2f}{seeds_note(majority)}" if majority else "–")
-    row.append(f"{100 * statistics.fmean(level):.2f}" if len(level) == len(tasks) else "–")
-    lines.append("| " + " | ".join(row) + " |")
+    row.append(f"{100 * statistics.fmean(level):.2f}" if len(level) == len(cols) else "–")
+    results = [r for v in table["variants"] for task, _ in cols for r in cells.get((v, task), [])]
+    if any(r.get("majority_baseline") is not None for r in results):  # generation has no majority label
+        lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 
 
@@ -124,32 +144,54 @@ def purity(labels: Sequence[int], tasks: Sequence[str]) -> float:
     return sum(top.values()) / len(tasks)
 
 
+def pure_at(z: np.ndarray, labels: Sequence[str]) -> int:
+    """The smallest K whose cut of the tree puts every label (task or group) in clusters of its own."""
+    return next(k for k in range(1, len(labels) + 1) if purity(cut(z, k).tolist(), labels) == 1.0)
+
+
 def task_split_table(cells: Cells) -> str:
-    """Task-heterogeneous runs with a tree: K and task purity per layer, and the K where tasks separate."""
-    lines = [
-        "### Does the tree split by task?",
-        "",
-        "Purity per layer: share of clients whose cluster's most common task is their own (1/#tasks when "
-        "all share one cluster, 1 when every cluster holds one task). *Task-pure at K* is the smallest "
-        "number of clusters at which the tree's cut puts each task in clusters of its own.",
-        "",
-        "| variant | task | seed | K per layer | purity per layer | task-pure at K |",
-        "|---|---|---|---|---|---|",
-    ]
-    rows = 0
+    """Task-heterogeneous runs with a tree: K and task purity per layer, and the K where tasks separate;
+    where the tasks come in groups (FLAN), the same for groups."""
+    rows: list[list[str]] = []
+    grouped = False
     for (variant, task), results in sorted(cells.items()):
         for r in sorted(results, key=lambda r: r["seed"]):
             topology = r["topology"]
             tasks = [c.get("task", "") for c in r["clients"]]
+            groups = [c.get("group", "") for c in r["clients"]]
             if not topology or not topology.get("linkage") or len(set(tasks)) < 2:
                 continue
             z = np.asarray(topology["linkage"], dtype=np.float64)
-            pure_k = next(k for k in range(1, len(tasks) + 1) if purity(cut(z, k).tolist(), tasks) == 1.0)
             ks = " ".join(map(str, topology["k_per_layer"]))
-            purities = " ".join(f"{purity(p, tasks):.2f}" for p in topology["partitions"])
-            lines.append(f"| {variant} | {task} | {r['seed']} | {ks} | {purities} | {pure_k} |")
-            rows += 1
-    return "\n".join(lines) if rows else ""
+            row = [variant, task, str(r["seed"]), ks]
+            row += [
+                " ".join(f"{purity(p, tasks):.2f}" for p in topology["partitions"]),
+                str(pure_at(z, tasks)),
+            ]
+            if 1 < len(set(groups)) < len(set(tasks)):
+                grouped = True
+                row += [" ".join(f"{purity(p, groups):.2f}" for p in topology["partitions"])]
+                row += [str(pure_at(z, groups))]
+            rows.append(row)
+    if not rows:
+        return ""
+    header = ["variant", "task", "seed", "K per layer", "purity per layer", "task-pure at K"]
+    text = (
+        "Purity per layer: share of clients whose cluster's most common task is their own (1/#tasks when "
+        "all share one cluster, 1 when every cluster holds one task). *Task-pure at K* is the smallest "
+        "number of clusters at which the tree's cut puts each task in clusters of its own."
+    )
+    if grouped:
+        header += ["group purity per layer", "group-pure at K"]
+        text += (
+            " *Group purity* is the same with task groups in place of tasks: 1 where every cluster holds one "
+            "group's tasks; a layer with group purity 1 but task purity below 1 keeps each group's tasks "
+            "together."
+        )
+    lines = ["### Does the tree split by task?", "", text, "", "| " + " | ".join(header) + " |"]
+    lines.append("|" + "---|" * len(header))
+    lines += ["| " + " | ".join(row + ["–"] * (len(header) - len(row))) + " |" for row in rows]
+    return "\n".join(lines)
 
 
 def write_csv(cells: Cells, path: Path) -> None:
