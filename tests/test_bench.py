@@ -242,3 +242,10 @@ def test_task_split_table_reports_group_purity_where_tasks_come_in_groups() -> N
     assert lines[4].endswith("| task-pure at K | group purity per layer | group-pure at K |")
     # layer 1 (K = 2) keeps each group's two tasks together: group purity 1, task purity 0.5
     assert lines[-1] == "| fedtreelora | flan | 0 | 1 2 4 | 0.25 0.50 1.00 | 4 | 0.50 1.00 1.00 | 2 |"
+
+
+def test_layer_spans_in_plot_labels() -> None:
+    from fedtreelora.plots import spans
+
+    assert spans([0, 1, 2, 5, 7, 8]) == "0-2,5,7-8"
+    assert spans(list(range(30))) == "0-29"

@@ -11,6 +11,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only; no display on servers
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.ticker import MaxNLocator
 from scipy.cluster.hierarchy import dendrogram
 
 from .results import metric_of, round_score
@@ -22,6 +23,22 @@ def cut_height(z: np.ndarray, k: int) -> float:
     below = z[n - k - 1, 2] if k < n else 0.0  # last merge kept
     above = z[n - k, 2] if k > 1 else z[-1, 2] * 1.08  # first merge undone
     return float((below + above) / 2)
+
+
+def spans(layers: list[int]) -> str:
+    """Sorted layer indices as ranges: [0, 1, 2, 5, 7, 8] -> "0-2,5,7-8" (30 layers fit on a line)."""
+    runs: list[list[int]] = []
+    for i in layers:
+        if runs and i == runs[-1][-1] + 1:
+            runs[-1].append(i)
+        else:
+            runs.append([i])
+    return ",".join(f"{r[0]}-{r[-1]}" if len(r) > 1 else str(r[0]) for r in runs)
+
+
+def layer_ticks(ax: Any, n_layers: int) -> None:
+    """A tick per layer up to 16 layers; beyond, every 2nd or 5th (30 labels would overlap)."""
+    ax.set_xticks(range(0, n_layers, 1 if n_layers <= 16 else 2 if n_layers <= 32 else 5))
 
 
 def plot_tree(topology: Mapping[str, Any], path: Path, labels: list[str] | None = None) -> None:
@@ -40,7 +57,7 @@ def plot_tree(topology: Mapping[str, Any], path: Path, labels: list[str] | None 
     colors = plt.get_cmap("plasma")
     distinct = sorted(set(ks))
     for j, k in enumerate(distinct):
-        layers = ",".join(str(i) for i, kk in enumerate(ks) if kk == k)
+        layers = spans([i for i, kk in enumerate(ks) if kk == k])
         y = cut_height(z, k)
         color = colors(0.8 * j / max(len(distinct) - 1, 1))
         ax.axhline(y, ls="--", lw=1.2, color=color)
@@ -62,7 +79,7 @@ def plot_k_per_layer(topology: Mapping[str, Any], path: Path, n_clients: int, ti
     ax.set_xlabel("layer (0 = shallowest)")
     ax.set_ylabel("clusters K")
     ax.set_ylim(0.5, n_clients + 0.5)
-    ax.set_xticks(range(len(ks)))
+    layer_ticks(ax, len(ks))
     ax.grid(alpha=0.3)
     ax.set_title(title or "clusters per layer")
     fig.tight_layout()
@@ -100,6 +117,7 @@ def plot_scores(
             results["majority_baseline"], color="black", linestyle="--", linewidth=1, label="majority label"
         )
     ax.set_xlabel("round")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel(f"mean personalised {metric_of(results)}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
@@ -145,7 +163,7 @@ def plot_silhouettes(topology: Mapping[str, Any], path: Path, tau: float | None)
         ax.axhline(tau, color="black", ls="--", lw=1, label=f"tau = {tau:g} (score of K=1)")
     ax.set_xlabel("layer (0 = shallowest)")
     ax.set_ylabel("silhouette of cut(K)")
-    ax.set_xticks(range(len(layers)))
+    layer_ticks(ax, len(layers))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=2 if len(ks) > 6 else 1)
     ax.set_title("layer-wise silhouettes: the scale tau is compared with")
