@@ -9,7 +9,7 @@ OUT ?= runs/default
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup run smoke test lint check clean
+.PHONY: setup run run-nlg smoke smoke-nlg test lint check clean
 
 setup: $(VENV)/.installed
 
@@ -25,8 +25,14 @@ $(VENV)/.installed: pyproject.toml
 run: setup  ## the default job: FedTreeLoRA, MiniLM, SST-2, 10 Dirichlet clients
 	$(BIN)/fedtreelora run --config examples/default.toml --compare local:train.lr=1e-3 --out $(OUT)
 
+run-nlg: setup  ## the generation job: FedTreeLoRA, SmolLM2, 8 FLAN clients (two tasks per group), ROUGE-1
+	$(BIN)/fedtreelora run --config examples/nlg.toml --compare zeroshot:federation.rounds=1 --out runs/nlg
+
 smoke: setup
 	$(BIN)/fedtreelora run --config examples/smoke.toml --out runs/smoke
+
+smoke-nlg: setup
+	$(BIN)/fedtreelora run --config examples/nlg-smoke.toml --out runs/nlg-smoke
 
 test: setup
 	$(BIN)/python -m pytest
