@@ -233,3 +233,23 @@ def test_a_worker_pool_scores_generation_like_one_process(tiny_llama: Path, tiny
 def test_train_head_on_a_decoder_is_a_config_error(tiny_llama: Path, tiny_flan: list[Path]) -> None:
     with pytest.raises(ConfigError, match=r"model\.train_head: a generation model has no task head"):
         tiny_generation_run(tiny_llama, tiny_flan, "model.train_head=true")
+
+
+def test_the_packaged_decoder_is_cached_as_float32_safetensors(tiny_llama: Path) -> None:
+    from fedtreelora.models import cache_root, resolve
+
+    folder = Path(resolve("smollm2"))  # tiny_llama already converted it once: this is the cache hit
+    assert folder.parent == cache_root() / "gguf" and folder.name.startswith("SmolLM2-135M-Instruct.Q4_1-")
+    assert {"config.json", "model.safetensors", "tokenizer.json"} <= {p.name for p in folder.iterdir()}
+    assert not list(folder.parent.glob(".staging-*"))  # nothing half-written left behind
+    assert "quantization_config" not in json.loads((folder / "config.json").read_text())
+
+
+def test_the_cache_folder_follows_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from fedtreelora.models import cache_root
+
+    monkeypatch.setenv("FEDTREELORA_CACHE", str(tmp_path / "c"))
+    assert cache_root() == tmp_path / "c"
+    monkeypatch.delenv("FEDTREELORA_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "x"))
+    assert cache_root() == tmp_path / "x" / "fedtreelora"
