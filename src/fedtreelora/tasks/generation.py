@@ -14,6 +14,7 @@ and the end-of-turn token only: prompt and padding are labelled -100.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -76,13 +77,14 @@ def fit(prompt: list[int], response: list[int], max_length: int) -> tuple[list[i
 
 def rouge1(prediction: str, references: Sequence[str]) -> float:
     """ROUGE-1 F1 with Porter stemming (rouge-score, as the paper), the best over ``references``."""
+    return max(_scorer().score(ref, prediction)["rouge1"].fmeasure for ref in references)
+
+
+@functools.cache
+def _scorer() -> Any:
     from rouge_score.rouge_scorer import RougeScorer  # imports nltk: only generation runs pay for it
 
-    scorer = _SCORER.get("rouge1") or _SCORER.setdefault("rouge1", RougeScorer(["rouge1"], use_stemmer=True))
-    return max(scorer.score(ref, prediction)["rouge1"].fmeasure for ref in references)
-
-
-_SCORER: dict[str, Any] = {}
+    return RougeScorer(["rouge1"], use_stemmer=True)
 
 
 @register
