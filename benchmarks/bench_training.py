@@ -87,9 +87,13 @@ def main() -> None:
 
     framework(), reference()  # warm up allocators and kernels
     ours, theirs = [], []
-    for _ in range(args.repeats):  # alternate, so drifting machine load hits both alike
-        ours.append(framework())
-        theirs.append(reference())
+    for i in range(args.repeats):  # alternate, so drifting machine load hits both alike
+        if i % 2:  # and swap who goes first: whichever runs second inherits the other's freed memory
+            theirs.append(reference())
+            ours.append(framework())
+        else:
+            ours.append(framework())
+            theirs.append(reference())
     tokens = sum(len(ids) for ids in data.input_ids)
     emit(
         model=args.model,

@@ -49,7 +49,8 @@ def plot_tree(topology: Mapping[str, Any], path: Path, labels: list[str] | None 
     z = np.asarray(topology["linkage"], dtype=float)
     ks = topology["k_per_layer"]
     n = z.shape[0] + 1
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.6 * n + 2), 4.8))
+    widest = max((len(line) for label in labels or [] for line in label.splitlines()), default=3)
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.6 * n + 2, 0.085 * widest * n + 1.5), 4.8))  # labels fit
     deepest = cut_height(z, max(ks)) if max(ks) > 1 else 0.0
     dendrogram(
         z, ax=ax, labels=labels or [f"c{i}" for i in range(n)], color_threshold=deepest, leaf_font_size=8
