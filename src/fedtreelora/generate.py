@@ -1,19 +1,21 @@
 """Batched greedy generation: prompts sorted by length, left-padded, decoded with a KV cache.
 
-Why not one prompt at a time: on CPU a decoding step reads every weight once whatever the batch, so a
-batch of 16 costs little more than one row (docs/PERFORMANCE.md has the ratio). Left padding keeps every
-row's last prompt token in the last column, where the next token is read; the attention mask hides the
-pads and transformers derives position ids from it, so a row's output does not depend on its batch
-(tested against one-at-a-time generation).
+Why not one prompt at a time: on CPU a decoding step of 16 rows costs about twice a step of one, so
+batching pays per generated token (docs/PERFORMANCE.md §8). Left padding keeps every row's last prompt
+token in the last column, where the next token is read; the attention mask hides the pads and the position
+ids count only real tokens, so a row's answer does not depend on its batch (tested against one-at-a-time
+``generate``). Rows that have answered leave the batch and the cache at once: answers of one client's task
+vary in length, and ``generate`` would keep computing the finished rows until the longest ends.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 
 import torch
-from torch import nn
-from transformers import GenerationConfig
+from torch import Tensor, nn
+from transformers import DynamicCache
 
 from .tasks.base import pad_rows
 
@@ -29,23 +31,56 @@ def greedy(
     batch_size: int,
 ) -> list[list[int]]:
     """The greedy continuation of every prompt (token ids), cut before the first ``stop`` token."""
-    config = GenerationConfig(
-        max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, eos_token_id=list(stop), pad_token_id=pad
-    )
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))  # similar lengths share a batch
     out: list[list[int]] = [[] for _ in prompts]
+    stops = torch.tensor(sorted(set(stop)))
+    last_only = (
+        {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
+    )
     model.eval()
     for start in range(0, len(order), batch_size):
-        idx = order[start : start + batch_size]
-        ids, mask = pad_rows([prompts[i] for i in idx], pad, left=True)  # (b, t)
-        generated = model.generate(input_ids=ids, attention_mask=mask, generation_config=config)  # type: ignore[operator]
-        for row, i in enumerate(idx):
-            out[i] = cut_at_stop(generated[row, ids.shape[1] :].tolist(), stop)
+        rows = torch.tensor(order[start : start + batch_size])  # the prompt each batch row answers
+        ids, mask = pad_rows([prompts[i] for i in rows.tolist()], pad, left=True)  # (b, t)
+        position = (mask.cumsum(-1) - 1).clamp(min=0)  # pads count nothing; they are masked anyway
+        cache = DynamicCache(config=getattr(model, "config", None))
+        logits = model(
+            input_ids=ids, attention_mask=mask, position_ids=position, past_key_values=cache, use_cache=True,
+            **last_only,
+        ).logits[:, -1]  # fmt: skip  # (b, vocab)
+        position = position[:, -1:]
+        for step in range(max_new_tokens):
+            token = logits.argmax(-1)  # (b,)
+            done = torch.isin(token, stops)
+            for row, t, d in zip(rows.tolist(), token.tolist(), done.tolist(), strict=True):
+                if not d:
+                    out[row].append(t)
+            if step == max_new_tokens - 1 or bool(done.all()):
+                break
+            if bool(done.any()):  # finished rows leave the batch and the cache
+                keep = (~done).nonzero().squeeze(-1)
+                cache.batch_select_indices(keep)
+                rows, token, mask, position = rows[keep], token[keep], mask[keep], position[keep]
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)  # (b, t + step + 1)
+            position = position + 1
+            logits = next_logits(model, token, mask, position, cache)
     return out
 
 
+def next_logits(
+    model: nn.Module, token: Tensor, mask: Tensor, position: Tensor, cache: DynamicCache
+) -> Tensor:
+    """(b, vocab) logits after feeding one token per row through the cached model."""
+    return model(
+        input_ids=token[:, None],
+        attention_mask=mask,
+        position_ids=position,
+        past_key_values=cache,
+        use_cache=True,
+    ).logits[:, -1]
+
+
 def cut_at_stop(tokens: list[int], stop: Sequence[int]) -> list[int]:
-    """``tokens`` up to (not including) the first stop token; finished rows are padded after it."""
+    """``tokens`` up to (not including) the first stop token (e.g. ``generate``'s padded rows)."""
     stops = set(stop)
     for j, t in enumerate(tokens):
         if t in stops:
