@@ -14,7 +14,7 @@ import inspect
 from collections.abc import Sequence
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 from transformers import DynamicCache
 
 from .tasks.base import pad_rows
@@ -34,9 +34,11 @@ def greedy(
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))  # similar lengths share a batch
     out: list[list[int]] = [[] for _ in prompts]
     stops = torch.tensor(sorted(set(stop)))
-    last_only = (
-        {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
-    )
+    accepts = inspect.signature(model.forward).parameters
+    last_only = {"logits_to_keep": 1} if "logits_to_keep" in accepts else {}
+    # transformers 5.24 renamed the KV-cache argument to `cache` (5.23 silently ignores `cache`, 5.24 warns
+    # on `past_key_values`): pass the one this model's forward names.
+    cache_arg = "cache" if "cache" in accepts else "past_key_values"
     model.eval()
     for start in range(0, len(order), batch_size):
         rows = torch.tensor(order[start : start + batch_size])  # the prompt each batch row answers
@@ -44,7 +46,7 @@ def greedy(
         position = (mask.cumsum(-1) - 1).clamp(min=0)  # pads count nothing; they are masked anyway
         cache = DynamicCache(config=getattr(model, "config", None))
         logits = model(
-            input_ids=ids, attention_mask=mask, position_ids=position, past_key_values=cache, use_cache=True,
+            input_ids=ids, attention_mask=mask, position_ids=position, use_cache=True, **{cache_arg: cache},
             **last_only,
         ).logits[:, -1]  # fmt: skip  # (b, vocab)
         position = position[:, -1:]
@@ -62,21 +64,11 @@ def greedy(
                 rows, token, mask, position = rows[keep], token[keep], mask[keep], position[keep]
             mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)  # (b, t + step + 1)
             position = position + 1
-            logits = next_logits(model, token, mask, position, cache)
+            logits = model(
+                input_ids=token[:, None], attention_mask=mask, position_ids=position, use_cache=True,
+                **{cache_arg: cache},
+            ).logits[:, -1]  # fmt: skip  # (b, vocab)
     return out
-
-
-def next_logits(
-    model: nn.Module, token: Tensor, mask: Tensor, position: Tensor, cache: DynamicCache
-) -> Tensor:
-    """(b, vocab) logits after feeding one token per row through the cached model."""
-    return model(
-        input_ids=token[:, None],
-        attention_mask=mask,
-        position_ids=position,
-        past_key_values=cache,
-        use_cache=True,
-    ).logits[:, -1]
 
 
 def cut_at_stop(tokens: list[int], stop: Sequence[int]) -> list[int]:
