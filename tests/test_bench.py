@@ -249,3 +249,24 @@ def test_layer_spans_in_plot_labels() -> None:
 
     assert spans([0, 1, 2, 5, 7, 8]) == "0-2,5,7-8"
     assert spans(list(range(30))) == "0-29"
+
+
+def test_generation_plots_draw_a_single_evaluation_as_a_level(tmp_path: Path) -> None:
+    from fedtreelora.plots import leaf_labels, write_plots
+
+    def rows(scores: list[float | None]) -> list[dict[str, object]]:
+        return [
+            {"round": i, "phase": "warmup" if i == 0 else "federated", "mean_score": s}
+            for i, s in enumerate(scores)
+        ]
+
+    clients = [
+        {"id": i, "task": t, "group": g, "label_counts": [4]}
+        for i, (t, g) in enumerate([("a", "x"), ("b", "y")])
+    ]
+    run_ = {"method": "fedtreelora", "metric": "rouge1", "rounds": rows([0.3, 0.5]), "clients": clients}
+    run_ |= {"majority_baseline": None, "topology": None, "config": {}}
+    zero = {"method": "zeroshot", "metric": "rouge1", "rounds": rows([0.2]), "majority_baseline": None}
+    written = write_plots(run_, tmp_path, {"zeroshot": zero})
+    assert written == [tmp_path / "rouge1.png"] and written[0].stat().st_size > 1000
+    assert leaf_labels(clients) == ["c0\na\nx", "c1\nb\ny"]  # tasks differ: task and group name a leaf
