@@ -15,7 +15,7 @@ from fedtreelora.generate import cut_at_stop, greedy
 from fedtreelora.methods import REGISTRY, options_for
 from fedtreelora.runtime.embedded import run
 from fedtreelora.tasks import kind_for
-from fedtreelora.tasks.generation import IGNORE, GenerationTask, fit, rouge1, truncate_middle
+from fedtreelora.tasks.generation import IGNORE, GenerationTask, Instruction, fit, rouge1, truncate_middle
 
 from .conftest import write_task
 
@@ -23,6 +23,10 @@ from .conftest import write_task
 @pytest.fixture(scope="module")
 def tokenizer(tiny_llama: Path) -> PreTrainedTokenizerBase:
     return AutoTokenizer.from_pretrained(tiny_llama)
+
+
+def row(instruction: str, output: str) -> Instruction:
+    return Instruction(instruction, output, (output,))
 
 
 def task_for(tokenizer: PreTrainedTokenizerBase, max_length: int = 256) -> GenerationTask:
@@ -52,14 +56,14 @@ def test_a_model_without_chat_template_gets_the_plain_prompt(tokenizer: PreTrain
 
 def test_loss_mask_covers_the_response_and_end_of_turn_only(tokenizer: PreTrainedTokenizerBase) -> None:
     task = task_for(tokenizer)
-    rows = [Row("Say hi", "hi there"), Row("Repeat: good film plot", "good film plot")]
+    rows = [row("Say hi", "hi there"), row("Repeat: good film plot", "good film plot")]
     data = task.encode(rows)
-    for i, row in enumerate(rows):
+    for i, example in enumerate(rows):
         labels, ids = data.labels[i], data.input_ids[i]
-        n_prompt = len(task.prompt(row.instruction))
+        n_prompt = len(task.prompt(example.instruction))
         assert labels[:n_prompt] == [IGNORE] * n_prompt
         assert labels[n_prompt:] == ids[n_prompt:]
-        assert tokenizer.decode(labels[n_prompt:]) == row.output + "<|im_end|>"
+        assert tokenizer.decode(labels[n_prompt:]) == example.output + "<|im_end|>"
     batch = task.collate(data, [0, 1])  # (2, t): the shorter row is padded on the right
     short = int(batch["attention_mask"][0].sum())
     assert short == len(data.input_ids[0]) < batch["labels"].shape[1]
@@ -71,7 +75,7 @@ def test_the_models_loss_is_the_mean_over_response_tokens(tiny_llama: Path) -> N
     tokenizer = AutoTokenizer.from_pretrained(tiny_llama)
     model = AutoModelForCausalLM.from_pretrained(tiny_llama)
     task = task_for(tokenizer)
-    batch = task.collate(task.encode([Row("Say hi", "hi there"), Row("Repeat: a b c d", "a b c d")]), [0, 1])
+    batch = task.collate(task.encode([row("Say hi", "hi there"), row("Repeat: a b c d", "a b c d")]), [0, 1])
     with torch.no_grad():
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits  # (b,t,V)
         loss = float(model(**batch).loss)
@@ -135,11 +139,6 @@ def test_rouge1_is_the_best_f1_over_references_with_stemming() -> None:
 
 
 # ------------------------------------------------------------------------------------------------ data
-
-
-class Row:
-    def __init__(self, instruction: str, output: str) -> None:
-        self.instruction, self.output, self.references = instruction, output, (output,)
 
 
 def write_rows(path: Path, rows: list[dict[str, Any]]) -> Path:

@@ -147,11 +147,12 @@ class GenerationTask(Task):
         input_ids, labels, prompts = [], [], []
         for e in examples:
             response = [*self.tokenizer(e.output, add_special_tokens=False)["input_ids"], self.end_of_turn]
-            prompt, response = fit(self.prompt(e.instruction), response, self.max_length)
+            full = self.prompt(e.instruction)  # tokenised once: the training row and the eval prompt share it
+            prompt, response = fit(full, response, self.max_length)
             input_ids.append(prompt + response)
             labels.append([IGNORE] * len(prompt) + response)
             # Cut on its own, not as fitted beside the answer: the answer's length must not leak into it.
-            prompts.append(truncate_middle(self.prompt(e.instruction), self.max_length))
+            prompts.append(truncate_middle(full, self.max_length))
         return EncodedText(input_ids, labels, prompts, list(examples))
 
     def collate(self, data: EncodedText, idx: list[int]) -> Batch:
