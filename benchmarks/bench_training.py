@@ -17,14 +17,13 @@ import time
 from pathlib import Path
 
 import torch
-from common import emit
+from common import emit, one_client_config
 from peft import LoraConfig, get_peft_model
 
 from fedtreelora.adapters import AdapterHost, init_lora
 from fedtreelora.client import client_round
-from fedtreelora.config import load_config
 from fedtreelora.federation import load_clients
-from fedtreelora.methods import REGISTRY, ClientInfo, Layout, options_for
+from fedtreelora.methods import REGISTRY, ClientInfo, Layout
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 SETTINGS = {  # model -> (data folder, batch size, default samples)
@@ -54,9 +53,7 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     folder, batch_size, samples = SETTINGS[args.model]
     samples = args.samples or samples
-    sets = [f"model.name='{args.model}'", f"data.dir='{folder}'", "data.partition='iid'", "data.n_clients=1"]
-    sets += [f"data.n_train={samples}", "data.n_test=1", f"train.batch_size={batch_size}", "method='local'"]
-    cfg = load_config(None, sets, options_for())
+    cfg = one_client_config(args.model, folder, samples, batch_size, "local")
     kind, tasks, clients = load_clients(cfg)
     torch.manual_seed(0)
 

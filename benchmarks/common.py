@@ -46,6 +46,21 @@ def client_states(
     return states
 
 
+def one_client_config(model: str, folder: Any, samples: int, batch_size: int, method: str) -> Any:
+    """A run config for one client holding ``samples`` real training rows of ``folder`` (IID, 1 test row)."""
+    from fedtreelora.config import load_config
+    from fedtreelora.methods import options_for
+
+    sets = [f"model.name='{model}'", f"data.dir='{folder}'", "data.partition='iid'", "data.n_clients=1"]
+    sets += [
+        f"data.n_train={samples}",
+        "data.n_test=1",
+        f"train.batch_size={batch_size}",
+        f"method='{method}'",
+    ]
+    return load_config(None, sets, options_for())
+
+
 def median_seconds(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> float:
     for _ in range(warmup):
         fn()

@@ -98,6 +98,38 @@ def test_every_method_runs_two_rounds(tiny_bert: Path, tiny_task: Path, method: 
     assert len(res["rounds"]) == 2
 
 
+STRATEGY_PATTERNS = [
+    ("gd", "bottleneck"),
+    ("rgd", "triangle"),
+    ("fim", "uniform"),
+    ("codesign", "inverted_triangle"),
+]
+
+
+@pytest.mark.parametrize(("strategy", "pattern"), STRATEGY_PATTERNS, ids=[s for s, _ in STRATEGY_PATTERNS])
+@pytest.mark.parametrize("method", sorted(REGISTRY))
+def test_every_method_runs_under_every_allocation(
+    tiny_bert: Path, tiny_task: Path, method: str, strategy: str, pattern: str
+) -> None:
+    res = tiny_run(
+        tiny_bert, tiny_task, f"method='{method}'", f"allocation.strategy='{strategy}'",
+        f"allocation.pattern='{pattern}'", "allocation.fisher_every=1", "allocation.fisher_batches=1",
+        "federation.rounds=2",
+    )  # fmt: skip
+    check_contract(res)
+    budgets = {str(c["id"]): c["budget_layers"] for c in res["clients"]}
+    assert sorted(budgets.values()) == [2, 2, 3, 4]  # 4 layers; 4 clients in groups 0.5, 0.5, 0.75, 1.0
+    for row in res["rounds"]:
+        for cid, layers in row["trained_layers"].items():
+            assert layers == [] if method == "zeroshot" else len(layers) == budgets[cid]
+
+
+def test_full_budget_records_every_layer(tiny_bert: Path, tiny_task: Path) -> None:
+    res = tiny_run(tiny_bert, tiny_task, "method='fedit'", "federation.rounds=1")
+    assert res["rounds"][0]["trained_layers"] == {str(i): [0, 1, 2, 3] for i in range(4)}
+    assert {c["budget"] for c in res["clients"]} == {1.0}
+
+
 def test_trainable_head_stays_local(tiny_bert: Path, tiny_task: Path) -> None:
     res = tiny_run(tiny_bert, tiny_task, "model.train_head=true", "method='fedit'", "federation.rounds=2")
     frozen = tiny_run(tiny_bert, tiny_task, "method='fedit'", "federation.rounds=2")

@@ -201,6 +201,13 @@ class AdapterHost:
         return out
 
 
+def layer_of(name: str) -> int | None:
+    """``layers.{l}.…`` -> ``l``; None for a tensor outside the layers (``head.*``)."""
+    if not name.startswith("layers."):
+        return None
+    return int(name.split(".", 2)[1])
+
+
 def init_lora(modules: Iterable[AdaptedModule], rank: int, expert: str, seed: int) -> State:
     """A fresh LoRA expert on every module: A ~ U(+-1/sqrt(d_in)) as PEFT's kaiming init, B = 0.
 

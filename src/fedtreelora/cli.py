@@ -1,4 +1,4 @@
-"""``fedtreelora`` command line: run a federation, list methods."""
+"""``fedtreelora`` command line: run a federation, list methods and allocation strategies."""
 
 from __future__ import annotations
 
@@ -218,6 +218,17 @@ def methods() -> None:
         for option, choices in getattr(cls.Options, "VARIANTS", {}).items():
             for choice, text in choices.items():
                 typer.echo(f"  --set {name}.{option}={choice}".ljust(46) + text)
+
+
+@app.command()
+def allocations() -> None:
+    """List the layer-allocation strategies (Fed-HeLLo) and their depth patterns."""
+    from .allocation import STRATEGIES
+    from .allocation.patterns import PATTERNS
+
+    for name in sorted(STRATEGIES):
+        typer.echo(f"{name:<12} {STRATEGIES[name].summary}")
+    typer.echo(f"patterns: {', '.join(PATTERNS)} (--set allocation.pattern=...)")
 
 
 def main() -> None:

@@ -146,6 +146,49 @@ class FederationConfig:
         check(self.eval_every >= 1, "federation.eval_every", f"must be >= 1 (got {self.eval_every})")
 
 
+Pattern = Literal["uniform", "triangle", "inverted_triangle", "bottleneck"]
+
+
+@dataclass
+class AllocationConfig:
+    """Fed-HeLLo: which layers' LoRA each resource-limited client trains, round by round.
+
+    Strategies are registered in ``fedtreelora.allocation`` (one file each); ``none`` trains every layer.
+    """
+
+    strategy: str = "none"  # none | gd | rgd | fim | codesign (``fedtreelora allocations`` lists them)
+    pattern: Pattern = "uniform"  # depth profile of GD/RGD (and of co-design's first rounds)
+    # Fraction of the layers each client may train, one per client; empty = three equal groups of clients
+    # (by id) at 0.5, 0.75 and 1.0. A fraction f gives round(f * L) layers (halves round up), at least one.
+    budgets: list[float] = field(default_factory=list)
+    fisher_every: int = 2  # co-design: GD/RGD for rounds < F, then Fisher scores refreshed every F rounds
+    fisher_batches: int = 2  # batches of the client's training data its Fisher scores are measured on
+    codesign_start: Literal["gd", "rgd"] = "rgd"  # co-design's strategy before its first Fisher round
+
+    def validate(self) -> None:
+        from .allocation import STRATEGIES  # the registry imports this module
+
+        known = ", ".join(sorted(STRATEGIES))
+        check(
+            self.strategy in STRATEGIES,
+            "allocation.strategy",
+            f"must be one of {known} (got {self.strategy!r})",
+        )
+        for i, b in enumerate(self.budgets):
+            check(0.0 < b <= 1.0, f"allocation.budgets[{i}]", f"must be a fraction in (0, 1] (got {b})")
+        check(self.fisher_every >= 1, "allocation.fisher_every", f"must be >= 1 (got {self.fisher_every})")
+        fb = self.fisher_batches
+        check(fb >= 1, "allocation.fisher_batches", f"must be >= 1 (got {fb})")
+
+    def check_run(self, cfg: RunConfig) -> None:
+        n = cfg.data.n_clients
+        check(
+            not self.budgets or len(self.budgets) == n,
+            "allocation.budgets",
+            f"give one fraction per client ({n}, data.n_clients), or leave it empty for the default groups",
+        )
+
+
 @dataclass
 class RunConfig:
     method: str = "fedtreelora"
@@ -155,6 +198,7 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     federation: FederationConfig = field(default_factory=FederationConfig)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
+    allocation: AllocationConfig = field(default_factory=AllocationConfig)
     options: Any = None  # the selected method's options dataclass, stored under [<method>]
 
     def to_dict(self) -> dict[str, Any]:
@@ -172,6 +216,7 @@ SECTIONS: dict[str, type] = {
     "train": TrainConfig,
     "federation": FederationConfig,
     "generation": GenerationConfig,
+    "allocation": AllocationConfig,
 }
 
 
@@ -283,6 +328,7 @@ def load_config(path: Path | None, overrides: list[str], options_for: Mapping[st
             raise ConfigError(f"{key}: unknown setting; known: {', '.join(known)}")
     if cfg.options is None:
         cfg.options = build_section(options_for[method], {}, method)
+    cfg.allocation.check_run(cfg)
     check_against_run = getattr(cfg.options, "check_run", None)
     if check_against_run is not None:
         check_against_run(cfg)

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from .adapters import AdapterHost, State
+from .allocation import Allocator, create_allocator
 from .config import ConfigError, RunConfig
 from .data import ClientData, DataError, TaskData, load_task, partition
 from .methods import ClientInfo, Layout, Method, create
@@ -24,6 +25,8 @@ class Federation:
     test: dict[int, Any]
     method: Method
     kept: dict[int, State]  # each client's own adapter state between rounds: all a client costs in memory
+    allocator: Allocator  # which layers each client trains per round (Fed-HeLLo; "none": all of them)
+    unsent: dict[int, frozenset[int]]  # per client, layers trained since its last upload
 
 
 def load_clients(cfg: RunConfig) -> tuple[type[Task], list[TaskData], list[ClientData]]:
@@ -80,4 +83,6 @@ def prepare(cfg: RunConfig) -> Federation:
         test={c.client_id: task.encode(c.test) for c in clients},
         method=method,
         kept={c.client_id: {**method.init_client_state(c.client_id), **head_state} for c in clients},
+        allocator=create_allocator(cfg.allocation, layout.layers, [c.client_id for c in clients], cfg.seed),
+        unsent={c.client_id: frozenset() for c in clients},
     )

@@ -1,4 +1,4 @@
-"""Pictures of a run: the client tree with each layer's cut, K per layer, accuracy per round."""
+"""Pictures of a run: the client tree with each layer's cut, K per layer, score per round, the allocation."""
 
 from __future__ import annotations
 
@@ -173,6 +173,41 @@ def plot_silhouettes(topology: Mapping[str, Any], path: Path, tau: float | None)
     plt.close(fig)
 
 
+def allocation_geometry(results: Mapping[str, Any]) -> tuple[int, dict[float, np.ndarray]]:
+    """Per budget group, (L,): clients of the group training each layer, averaged over the rounds."""
+    budget = {str(c["id"]): float(c.get("budget", 1.0)) for c in results["clients"]}
+    n_layers = int(results.get("params", {}).get("adapted_layers") or 0)
+    rows = [r.get("trained_layers") or {} for r in results["rounds"]]
+    n_layers = max([n_layers, *(max(v) + 1 for r in rows for v in r.values() if v)])
+    counts = {b: np.zeros(n_layers) for b in sorted(set(budget.values()))}
+    for row in rows:
+        for cid, layers in row.items():
+            counts[budget[cid]][layers] += 1.0
+    return n_layers, {b: c / max(len(rows), 1) for b, c in counts.items()}
+
+
+def plot_allocation(results: Mapping[str, Any], path: Path) -> None:
+    """The allocation's geometry: per layer, how many clients trained it per round, one line per budget."""
+    n_layers, groups = allocation_geometry(results)
+    strategy = (results["config"].get("allocation") or {}).get("strategy", "none")
+    pattern = (results["config"].get("allocation") or {}).get("pattern", "")
+    fig, ax = plt.subplots(figsize=(6.5, 3.6))
+    x = np.arange(n_layers)
+    for budget, counts in groups.items():
+        ax.plot(x, counts, marker="o", ms=3, label=f"budget {budget:g}")
+    ax.plot(x, sum(groups.values()), color="black", ls="--", lw=1, label="all clients")
+    ax.set_xlabel("layer (0 = shallowest)")
+    ax.set_ylabel("clients training it, per round")
+    ax.set_ylim(bottom=0)
+    layer_ticks(ax, n_layers)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(f"allocation: {strategy}" + (f", {pattern}" if strategy != "none" else ""))
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def write_plots(
     results: Mapping[str, Any], out: Path, others: Mapping[str, Mapping[str, Any]] | None = None
 ) -> list[Path]:
@@ -191,4 +226,7 @@ def write_plots(
             tau = (results["config"].get(results["method"]) or {}).get("tau")
             plot_silhouettes(topology, out / "silhouettes.png", tau)
             written.append(out / "silhouettes.png")
+    if any(r.get("trained_layers") for r in results["rounds"]):
+        plot_allocation(results, out / "allocation.png")
+        written.append(out / "allocation.png")
     return written

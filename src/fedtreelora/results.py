@@ -63,7 +63,9 @@ def build_results(
     timing: dict[str, float],
     communication: dict[str, int],
     params: dict[str, Any],
+    budgets: Mapping[int, tuple[float, int]] | None = None,
 ) -> dict[str, Any]:
+    """``budgets``: per client, its layer budget as a fraction and in layers (Fed-HeLLo)."""
     metric = task.metric
     baselines = {c.client_id: task.baseline(c) for c in clients}
     rows = []
@@ -77,6 +79,8 @@ def build_results(
             "label_counts": c.label_counts,
             "score": scores[c.client_id].value,
         }
+        if budgets is not None:
+            row["budget"], row["budget_layers"] = budgets[c.client_id]
         if metric == "accuracy":
             row["accuracy"] = scores[c.client_id].value
         if baselines[c.client_id] is not None:

@@ -87,13 +87,19 @@ def _layer_distance(x: np.ndarray, metric: Distance) -> np.ndarray:
     return d
 
 
-def layer_distances(b_layers: Sequence[np.ndarray], metric: Distance = "frobenius") -> np.ndarray:
+def layer_distances(
+    b_layers: Sequence[np.ndarray],
+    metric: Distance = "frobenius",
+    observed: Sequence[np.ndarray] | None = None,
+) -> np.ndarray:
     """Per-layer client distance matrices (SPEC item 2).
 
     ``b_layers[l]`` has shape (N, D_l): row ``i`` is client ``i``'s flattened B matrices of layer ``l``
     (D_l may differ between layers, N may not). Returns ``D`` of shape (L, N, N), float64, symmetric, with a
     zero diagonal. Frobenius is the Euclidean distance of the rows (via the Gram matrix); cosine is
     ``1 - <b_i, b_j> / (|b_i| |b_j|)``, where a zero row has distance 1 to every other row and 0 to itself.
+    ``observed[l]`` (N,) bool marks the clients that trained layer ``l`` (Fed-HeLLo budgets); the other
+    rows' distances are imputed (:func:`impute_unobserved`).
     """
     if metric not in get_args(Distance):
         raise ValueError(f"metric must be one of {get_args(Distance)}, got {metric!r}")
@@ -118,8 +124,32 @@ def layer_distances(b_layers: Sequence[np.ndarray], metric: Distance = "frobeniu
         # Checking the (N, N) result is far cheaper than scanning the (N, D_l) input; NaN/inf propagate to it.
         if not np.all(np.isfinite(d)):
             raise ValueError(f"b_layers[{layer}] contains non-finite values (or values too large to square)")
+        if observed is not None:
+            d = impute_unobserved(d, np.asarray(observed[layer], dtype=bool))
         out.append(d)
     return np.stack(out)  # (L, N, N)
+
+
+def impute_unobserved(d: np.ndarray, observed: np.ndarray) -> np.ndarray:
+    """Distances of a client that never trained the layer: the mean of the layer's observed distances.
+
+    Its B there is the shared initialisation, not data: taken literally, every such client would sit at
+    distance 0 from the others that skipped the layer (a cluster of budgets, not of data) and at ``|B_j|``
+    from the rest. The mean observed distance says "no evidence either way": it adds the same constant to
+    each of its pairs, so it neither pulls it toward nor pushes it from anyone. With fewer than two observed
+    clients the layer has no observed pair and every off-diagonal distance becomes 0 (a constant layer: no
+    silhouette, no effect on the tree's merge order). (N, N) -> (N, N).
+    """
+    if observed.shape != (d.shape[0],):
+        raise ValueError(f"observed must have shape ({d.shape[0]},), got {observed.shape}")
+    if observed.all():
+        return d
+    both = np.outer(observed, observed)
+    np.fill_diagonal(both, False)
+    fill = float(d[both].mean()) if both.any() else 0.0
+    out = np.where(np.outer(observed, observed), d, fill)
+    np.fill_diagonal(out, 0.0)
+    return out
 
 
 def global_distance(d_layers: np.ndarray) -> np.ndarray:
@@ -404,18 +434,19 @@ def build_topology(
     tau: float = 0.1,
     w: int = 2,
     fixed_k: int = 2,
+    observed: Sequence[np.ndarray] | None = None,
 ) -> Topology:
     """Server entry point: per-layer distances -> global tree -> per-layer K according to ``clustering``.
 
     ``adaptive`` is depth alignment (SPEC item 4), ``fixed`` uses ``cut(fixed_k)`` on every layer and
-    ``independent`` clusters every layer on its own (SPEC item 9).
+    ``independent`` clusters every layer on its own (SPEC item 9). ``observed``: see :func:`layer_distances`.
     """
     if clustering not in get_args(Clustering):
         raise ValueError(f"clustering must be one of {get_args(Clustering)}, got {clustering!r}")
     if linkage not in LINKAGES:  # fail before the (expensive) distances
         raise ValueError(f"linkage must be one of {LINKAGES}, got {linkage!r}")
     tau, w = _check_tau(tau), _check_w(w)
-    d_layers = layer_distances(b_layers, metric)  # (L, N, N)
+    d_layers = layer_distances(b_layers, metric, observed)  # (L, N, N)
     if clustering == "independent":
         return independent_topology(d_layers, linkage, tau)
     z = build_tree(global_distance(d_layers), linkage)  # (N-1, 4)

@@ -9,10 +9,11 @@ other file.
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
@@ -20,8 +21,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..adapters import AdaptedModule, State, init_lora
-from ..aggregation import weighted_average
+from ..adapters import AdaptedModule, State, init_lora, layer_of
+from ..aggregation import partial_average
 from ..config import check
 from ..mixers import Mixer, Sum
 
@@ -35,20 +36,45 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class ClientPlan:
-    """What a client does with its adapter state in one round; names are matched as fnmatch patterns."""
+    """What a client does with its adapter state in one round; names are matched as fnmatch patterns.
+
+    A method writes the first five fields, the same for every client. The runtime then restricts the plan
+    to the layers the client's allocation gives it (Fed-HeLLo): ``layers`` bounds what trains, ``sent``
+    what is uploaded. Tensors outside the layers (the head) are never restricted.
+    """
 
     phase: Phase
     train: tuple[str, ...]  # tensors that receive gradients
     upload: tuple[str, ...] = ()  # tensors sent back to the server after training
     keep: tuple[str, ...] = ()  # tensors the client stores for its next round
     then_train: tuple[str, ...] = ()  # a second stage of local epochs on these (FedDPA: local, then global)
+    layers: frozenset[int] | None = None  # layers whose tensors may train; None = every layer
+    sent: frozenset[int] | None = None  # layers whose tensors may be uploaded; None = every layer
 
     @staticmethod
     def matcher(patterns: Sequence[str]) -> Callable[[str], bool]:
         return lambda name: any(fnmatch.fnmatchcase(name, p) for p in patterns)
 
+    @staticmethod
+    def _within(layers: frozenset[int] | None, match: Callable[[str], bool]) -> Callable[[str], bool]:
+        if layers is None:
+            return match
+        return lambda name: match(name) and ((layer := layer_of(name)) is None or layer in layers)
+
+    def restricted(self, layers: Iterable[int], sent: Iterable[int]) -> ClientPlan:
+        """This plan for a client that trains only ``layers`` and uploads only ``sent``."""
+        return dataclasses.replace(self, layers=frozenset(layers), sent=frozenset(sent))
+
+    def trainer(self, patterns: Sequence[str]) -> Callable[[str], bool]:
+        """Which tensors train in a stage on ``patterns``: matched, and in a layer this client trains."""
+        return self._within(self.layers, self.matcher(patterns))
+
     def select(self, state: Mapping[str, Tensor], patterns: Sequence[str]) -> State:
         match = self.matcher(patterns)
+        return {k: v for k, v in state.items() if match(k)}
+
+    def uploads(self, state: Mapping[str, Tensor]) -> State:
+        match = self._within(self.sent, self.matcher(self.upload))
         return {k: v for k, v in state.items() if match(k)}
 
 
@@ -97,13 +123,28 @@ class Layout:
         return [m.key for m in self.modules if m.layer == layer]
 
     def b_rows(self, states: Sequence[Mapping[str, Tensor]], expert: str) -> list[np.ndarray]:
-        """Per layer an (N, D_l) array; row i = client i's B matrices of the layer, flattened."""
+        """Per layer an (N, D_l) array; row i = client i's B matrices of the layer, flattened.
+
+        A client that did not upload the layer (it never trained it) gets a zero row; ``observed`` says which.
+        """
         out = []
         for layer in self.layers:
             keys = [f"{key}.{expert}.B" for key in self.layer_keys(layer)]
-            rows = [torch.cat([s[k].reshape(-1) for k in keys]) for s in states]
+            width = sum(m.d_out * self.rank for m in self.modules if m.layer == layer)
+            rows = [
+                torch.cat([s[k].reshape(-1) for k in keys]) if keys[0] in s else torch.zeros(width)
+                for s in states
+            ]
             out.append(torch.stack(rows).float().numpy())  # float32: see topology.layer_distances
         return out
+
+    def observed(self, states: Sequence[Mapping[str, Tensor]], expert: str) -> list[np.ndarray] | None:
+        """Per layer an (N,) bool array: which clients uploaded the layer's B; None when all did."""
+        out = [
+            np.array([f"{self.layer_keys(layer)[0]}.{expert}.B" in s for s in states])
+            for layer in self.layers
+        ]
+        return None if all(o.all() for o in out) else out
 
 
 @dataclass
@@ -130,10 +171,11 @@ class Method(ABC):
         self.topology_seconds = 0.0  # time spent building a topology inside aggregate()
         self._initial: dict[tuple[str, int, int], State] = {}
 
-    def fedavg(self, uploads: Mapping[int, State]) -> State:
-        """FedAvg of the uploads with weights p_i (renormalised over the clients that uploaded)."""
+    def fedavg(self, uploads: Mapping[int, State], previous: Mapping[str, Tensor]) -> State:
+        """FedAvg of the uploads with weights p_i, renormalised per tensor over the clients that uploaded it;
+        a tensor nobody uploaded (nobody trained its layer this round) keeps its ``previous`` value."""
         ids = sorted(uploads)
-        return weighted_average([uploads[i] for i in ids], [self.weights[i] for i in ids])
+        return {**previous, **partial_average([uploads[i] for i in ids], [self.weights[i] for i in ids])}
 
     def in_order(self, uploads: Mapping[int, State]) -> tuple[list[int], list[State]]:
         """Client ids and their uploads in the fixed client order (positions in a topology)."""

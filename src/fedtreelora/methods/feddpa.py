@@ -50,4 +50,4 @@ class FedDPA(Method):
         return self.global_g
 
     def aggregate(self, rnd: int, uploads: Mapping[int, State]) -> None:
-        self.global_g = self.fedavg(uploads)
+        self.global_g = self.fedavg(uploads, self.global_g)

@@ -26,4 +26,4 @@ class FedIT(Method):
         return self.global_lora
 
     def aggregate(self, rnd: int, uploads: Mapping[int, State]) -> None:
-        self.global_lora = self.fedavg(uploads)
+        self.global_lora = self.fedavg(uploads, self.global_lora)

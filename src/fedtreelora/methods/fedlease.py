@@ -39,13 +39,16 @@ class FedLEASEOptions:
         check_warmup("fedlease", self.warmup_rounds, cfg.federation.rounds)
 
 
-def choose_clusters(b_layers: Sequence[Any], k_max: int) -> tuple[Topology, dict[int, float]]:
+def choose_clusters(
+    b_layers: Sequence[Any], k_max: int, observed: Sequence[Any] | None = None
+) -> tuple[Topology, dict[int, float]]:
     """FedLEASE's clustering: mean cosine distance over layers, average linkage, k by silhouette.
 
     Returns the clustering as a Topology (the same partition on every layer) and the score of each k.
-    With fewer than 3 clients no k in 2..N-1 exists and everyone forms one cluster.
+    With fewer than 3 clients no k in 2..N-1 exists and everyone forms one cluster. ``observed``: which
+    clients trained each layer (see ``topology.layer_distances``).
     """
-    d_layers = layer_distances(b_layers, "cosine")
+    d_layers = layer_distances(b_layers, "cosine", observed)
     d = global_distance(d_layers)
     z = build_tree(d, "average")
     n = d.shape[0]
@@ -95,17 +98,19 @@ class FedLEASE(Method):
             return
         ids, states = self.in_order(uploads)
         if self._topology is None:
-            self._topology, _ = self.timed_topology(
-                lambda: choose_clusters(self.layout.b_rows(states, "expert_0"), self.opt.k_max)
-            )
+            rows, seen = self.layout.b_rows(states, "expert_0"), self.layout.observed(states, "expert_0")
+            self._topology, _ = self.timed_topology(lambda: choose_clusters(rows, self.opt.k_max, seen))
             self._labels = dict(zip(ids, self._topology.partitions[0], strict=True))
             m = self._topology.k_per_layer[0]
             routers = {
                 f"{mod.key}.router.weight": torch.zeros(2 * m - 1, mod.d_in) for mod in self.layout.modules
             }
             states = [{**s, **routers} for s in states]  # routers start at zero: experts equally likely
+            # An expert's layer that none of its members trained in the warmup stays at the initial LoRA.
+            self._cluster = [{**self.initial_lora("expert_0"), **routers} for _ in range(m)]
         weights = [self.weights[i] for i in ids]
-        self._cluster, _ = cluster_and_complement_averages(states, weights, [self._labels[i] for i in ids])
+        clusters, _ = cluster_and_complement_averages(states, weights, [self._labels[i] for i in ids])
+        self._cluster = [{**old, **new} for old, new in zip(self._cluster, clusters, strict=True)]
 
     def topology(self) -> Topology | None:
         return self._topology

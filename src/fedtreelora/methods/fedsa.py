@@ -28,4 +28,4 @@ class FedSALoRA(Method):
         return self.global_a
 
     def aggregate(self, rnd: int, uploads: Mapping[int, State]) -> None:
-        self.global_a = self.fedavg(uploads)
+        self.global_a = self.fedavg(uploads, self.global_a)

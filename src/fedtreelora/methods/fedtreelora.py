@@ -93,7 +93,10 @@ class FedTreeLoRA(Method):
             [f"{key}.cluster.{ab}" for key in layout.layer_keys(layer) for ab in ("A", "B")]
             for layer in self.layers
         ]
-        # Per layer and cluster: what the cluster's members receive for that layer.
+        # Per layer and cluster: the cluster expert, the external expert (None: the cluster is everyone),
+        # and what the cluster's members receive for that layer (both, as the interaction variant says).
+        self._clusters: list[list[State]] = []
+        self._externals: list[list[State | None]] = []
         self._pieces: list[list[State]] = []
 
     def init_client_state(self, client_id: int) -> State:
@@ -138,19 +141,38 @@ class FedTreeLoRA(Method):
         if self._topology is None:
             self._topology = self.timed_topology(lambda: self._build_topology(states))
             self._position = {cid: pos for pos, cid in enumerate(ids)}
+            self._start_experts()
         weights = [self.weights[i] for i in ids]
         # Layers with the same K share one partition (cuts of one tree): average all their tensors at once.
         by_partition: dict[tuple[int, ...], list[int]] = {}
         for li, partition in enumerate(self._topology.partitions):
             by_partition.setdefault(tuple(partition), []).append(li)
-        self._pieces = [[] for _ in self.layers]
         for labels, layer_ids in by_partition.items():
             names = [n for li in layer_ids for n in self._names[li]]
             clusters, externals = cluster_and_complement_averages(states, weights, labels, names)
             for li in layer_ids:
-                mine = [{n: c[n] for n in self._names[li]} for c in clusters]
-                theirs = [None if e is None else {n: e[n] for n in self._names[li]} for e in externals]
+                # A tensor no member (no outsider) trained this round keeps its value (Fed-HeLLo budgets).
+                mine = [
+                    {**old, **pick(new, self._names[li])}
+                    for old, new in zip(self._clusters[li], clusters, strict=True)
+                ]
+                theirs = [
+                    None if new is None or old is None else {**old, **pick(new, self._names[li])}
+                    for old, new in zip(self._externals[li], externals, strict=True)
+                ]
+                self._clusters[li], self._externals[li] = mine, theirs
                 self._pieces[li] = [self._piece(c, mine, theirs) for c in range(len(mine))]
+
+    def _start_experts(self) -> None:
+        """Before the first average every expert is the shared initial LoRA: what a cluster's expert stays
+        on a layer none of its members trained in the warmup."""
+        assert self._topology is not None
+        init = self.initial_lora("cluster")
+        self._clusters, self._externals, self._pieces = [], [], [[] for _ in self.layers]
+        for li, k in enumerate(self._topology.k_per_layer):
+            start = {n: init[n] for n in self._names[li]}
+            self._clusters.append([dict(start) for _ in range(k)])
+            self._externals.append([dict(start) if k > 1 else None for _ in range(k)])
 
     def _piece(self, c: int, clusters: list[State], externals: list[State | None]) -> State:
         """What a member of cluster ``c`` receives for one layer under the chosen interaction variant."""
@@ -173,7 +195,13 @@ class FedTreeLoRA(Method):
             tau=o.tau,
             w=o.w,
             fixed_k=o.fixed_k,
+            observed=self.layout.observed(states, "cluster"),
         )
 
     def topology(self) -> Topology | None:
         return self._topology
+
+
+def pick(state: Mapping[str, Tensor], names: Sequence[str]) -> State:
+    """The entries of ``state`` among ``names`` (absent names are skipped)."""
+    return {n: state[n] for n in names if n in state}

@@ -46,4 +46,4 @@ class FFALoRA(Method):
         return self.global_b
 
     def aggregate(self, rnd: int, uploads: Mapping[int, State]) -> None:
-        self.global_b = self.fedavg(uploads)
+        self.global_b = self.fedavg(uploads, self.global_b)

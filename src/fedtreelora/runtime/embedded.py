@@ -69,13 +69,20 @@ def _rounds(
                 fed.kept[c.client_id],
                 method.payload(c.client_id),
                 client_seed(cfg.seed, rnd, c.client_id),
+                fed.allocator.assign(rnd, c.client_id),
+                fed.unsent[c.client_id],
             )
             for c in fed.clients
         ]
         uploads: dict[int, State] = {}
+        trained: dict[str, list[int]] = {}
         losses, samples, round_numel = [], [], 0
         for done, (job, result) in enumerate(zip(jobs, executor.train(jobs), strict=True), start=1):
             fed.kept[job.client_id], uploads[job.client_id] = result.keep, result.upload
+            fed.unsent[job.client_id] = result.unsent
+            trained[str(job.client_id)] = list(result.layers)
+            if result.scores is not None:
+                fed.allocator.observe(job.client_id, result.scores)
             traffic["download_bytes"] += nbytes(job.payload)
             traffic["upload_bytes"] += nbytes(result.upload)
             round_numel += numel(job.payload) + numel(result.upload)
@@ -97,6 +104,7 @@ def _rounds(
             "train_loss": float(np.average(losses, weights=samples)) if sum(samples) else float("nan"),
             # Per client too: what each client gains or loses from one round to the next.
             **round_row(fed.task.metric, scores if evaluated else None),
+            "trained_layers": trained,
             "seconds": time.perf_counter() - t0,
         }
         rows.append(row)
@@ -119,7 +127,9 @@ def _rounds(
         "total_seconds": time.perf_counter() - t0,
     }
     topology = method.topology()
-    return build_results(cfg, fed.task, fed.clients, scores, rows, topology, timing, traffic, params)
+    alloc = fed.allocator
+    budgets = {cid: (alloc.fractions[cid], alloc.budgets[cid]) for cid in alloc.client_ids}
+    return build_results(cfg, fed.task, fed.clients, scores, rows, topology, timing, traffic, params, budgets)
 
 
 def evaluate(fed: Federation, executor: InProcess | WorkerPool) -> dict[int, Score]:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from ..adapters import State
+from ..allocation import Assignment
 from ..client import ClientResult, client_evaluate, client_round
 from ..config import RunConfig
 from ..federation import Federation, prepare
@@ -33,6 +34,8 @@ class TrainJob:
     kept: State
     payload: State
     seed: int
+    assignment: Assignment | None = None  # the layers it trains (Fed-HeLLo); None = every layer
+    unsent: frozenset[int] = frozenset()  # layers it trained in earlier rounds and has not uploaded yet
 
 
 @dataclass(frozen=True)
@@ -45,7 +48,7 @@ class EvalJob:
 def run_train(fed: Federation, job: TrainJob) -> ClientResult:
     return client_round(
         fed.host, fed.task, fed.train[job.client_id], fed.method, job.plan, job.kept, job.payload,
-        fed.cfg.train, job.seed,
+        fed.cfg.train, job.seed, job.assignment, job.unsent,
     )  # fmt: skip
 
 
