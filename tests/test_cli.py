@@ -45,6 +45,26 @@ def test_smoke_example_writes_results_and_plots(tmp_path: Path) -> None:
     assert "local (train.lr=1e-3) with the same seed and budget" in proc.stdout
 
 
+@pytest.mark.skipif(not SST2.exists(), reason="needs ../shared/data beside the checkout")
+def test_allocation_from_the_command_line_writes_its_geometry(tmp_path: Path) -> None:
+    proc = cli(
+        "run", "--config", "examples/smoke.toml", "--out", str(tmp_path),
+        "--set", "allocation.strategy=rgd", "--set", "allocation.pattern=bottleneck",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    res = json.loads((tmp_path / "results.json").read_text())
+    assert [c["budget_layers"] for c in res["clients"]] == [3, 3, 5, 6]  # MiniLM: 6 layers
+    assert all(len(row["trained_layers"]["0"]) == 3 for row in res["rounds"])
+    assert (tmp_path / "allocation.png").stat().st_size > 1000
+
+
+def test_allocations_lists_every_strategy() -> None:
+    proc = cli("allocations")
+    assert proc.returncode == 0
+    for name in ("none", "gd", "rgd", "fim", "codesign", "bottleneck"):
+        assert name in proc.stdout
+
+
 def test_methods_lists_every_registered_method() -> None:
     proc = cli("methods")
     assert proc.returncode == 0
@@ -66,6 +86,8 @@ def test_methods_lists_every_registered_method() -> None:
         (["--set", "fedtreelora.alpha_init=1.0"], "fedtreelora.alpha_init: must be in (0, 1)"),
         (["--set", "train.mixer_lr=0"], "train.mixer_lr: must be > 0"),
         (["--set", "data.kind=ner"], "data.kind: must be one of auto, classification, generation"),
+        (["--set", "allocation.strategy=greedy"], "allocation.strategy: must be one of codesign, fim, gd"),
+        (["--set", "allocation.budgets=[0.5]"], "allocation.budgets: give one fraction per client"),
         (["--set", "data.dir='../shared/data/flan/sentiment/sst2'"], "data.partition: 'dirichlet' skews"),
         (
             ["--config", "examples/nlg-smoke.toml", "--set", "generation.max_new_tokens=0"],

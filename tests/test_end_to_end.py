@@ -180,10 +180,16 @@ def test_traffic_follows_each_methods_protocol(tiny_bert: Path, tiny_task: Path)
     assert iso["communication"]["download_bytes"] < scalar["communication"]["download_bytes"]
 
 
-def test_worker_pool_gives_the_sequential_numbers(tiny_bert: Path, tiny_task: Path) -> None:
-    """Two worker processes (one thread each) reproduce the one-thread sequential run exactly."""
-    sequential = tiny_run(tiny_bert, tiny_task, "train.threads=1")
-    pooled = tiny_run(tiny_bert, tiny_task, "federation.workers=2")
+@pytest.mark.parametrize("strategy", ["none", "codesign"])
+def test_worker_pool_gives_the_sequential_numbers(tiny_bert: Path, tiny_task: Path, strategy: str) -> None:
+    """Two worker processes (one thread each) reproduce the one-thread sequential run exactly (with a
+    Fisher-driven allocation too: scores measured in the workers steer the server's later rounds)."""
+    alloc = [f"allocation.strategy='{strategy}'", "allocation.fisher_every=1"]
+    sequential = tiny_run(tiny_bert, tiny_task, "train.threads=1", *alloc)
+    pooled = tiny_run(tiny_bert, tiny_task, "federation.workers=2", *alloc)
+    assert [r["trained_layers"] for r in pooled["rounds"]] == [
+        r["trained_layers"] for r in sequential["rounds"]
+    ]
     assert [r["train_loss"] for r in pooled["rounds"]] == [r["train_loss"] for r in sequential["rounds"]]
     assert [c["accuracy"] for c in pooled["clients"]] == [c["accuracy"] for c in sequential["clients"]]
     assert pooled["topology"] == sequential["topology"]
