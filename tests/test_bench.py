@@ -5,10 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from fedtreelora.bench import cell_dir, load_grid, run_grid
+from fedtreelora.bench import cell_dir, load_grid, run_cell, run_grid
 from fedtreelora.config import ConfigError
 from fedtreelora.report import markdown_table, markers, paste_tables, purity, task_split_table, write_report
-from fedtreelora.runtime.embedded import run
 
 from .conftest import write_task
 
@@ -53,9 +52,9 @@ def test_sweep_runs_each_cell_once_and_resumes(tmp_path: Path, tiny_bert: Path, 
     out = tmp_path / "sweep"
     calls: list[int] = []
 
-    def counting_run(cfg):  # type: ignore[no-untyped-def]
+    def counting_run(cfg, folder):  # type: ignore[no-untyped-def]
         calls.append(cfg.seed)
-        return run(cfg)
+        return run_cell(cfg, folder)
 
     assert run_grid(grid, out, counting_run).ran == 10
     (out / "fedit" / "toy" / "seed1" / "results.json").unlink()  # as if interrupted
@@ -79,8 +78,8 @@ def test_parallel_cells_give_the_numbers_of_one_thread(
     grid = load_grid(grid_file(tmp_path, tiny_bert, tiny_task))
     grid.base.append("train.threads=1")
     grid.seeds = [0]
-    assert run_grid(grid, tmp_path / "one", run).ran == 5
-    assert run_grid(grid, tmp_path / "two", run, jobs=2).ran == 5
+    assert run_grid(grid, tmp_path / "one", run_cell).ran == 5
+    assert run_grid(grid, tmp_path / "two", run_cell, jobs=2).ran == 5
     for variant, task, seed in grid.cells():
         one, two = (
             json.loads((cell_dir(tmp_path / d, variant, task, seed) / "results.json").read_text())
@@ -99,7 +98,7 @@ def test_a_cell_that_cannot_run_is_reported_and_the_sweep_goes_on(
     grid.seeds = [0]
     seen: list[tuple[str, str]] = []
 
-    def runner(cfg):  # type: ignore[no-untyped-def]
+    def runner(cfg, folder):  # type: ignore[no-untyped-def]
         if cfg.method == "fedit" and "other" in cfg.data.dir:  # e.g. too few rows of a label for the skew
             raise ConfigError("data.partition=dirichlet: not enough examples")
         return {"seed": cfg.seed}

@@ -22,6 +22,7 @@ from typing import Any
 
 from .config import ConfigError, RunConfig, check, load_config
 from .methods import options_for
+from .runtime.checkpoint import CHECKPOINT
 from .runtime.executors import die_with_parent, one_thread
 
 
@@ -140,7 +141,7 @@ class SweepRun:
 def run_grid(
     grid: Grid,
     out: Path,
-    runner: Callable[[RunConfig], dict[str, Any]],
+    runner: Callable[[RunConfig, Path], dict[str, Any]],
     on_cell: Callable[[int, int, str, str], None] | None = None,
     jobs: int = 1,
 ) -> SweepRun:
@@ -172,6 +173,7 @@ def run_grid(
             outcome.failed[cell_name(cell)] = str(err)
             report(cell, f"failed: {err}")
             return
+        (cell_dir(out, *cell) / CHECKPOINT).unlink(missing_ok=True)  # a finished cell needs only its results
         outcome.ran += 1
         report(cell, "finished")
 
@@ -184,15 +186,27 @@ def run_grid(
     if jobs <= 1:
         for cell in todo:
             report(cell, "started")
-            finish(cell, functools.partial(runner, grid.cell_config(*cell)))
+            finish(cell, functools.partial(runner, grid.cell_config(*cell), cell_dir(out, *cell)))
         return outcome
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(jobs, mp_context=context, initializer=die_with_parent) as pool:
         # Submitted in order; the pool starts them as its processes free up.
-        running = {pool.submit(runner, one_thread(grid.cell_config(*cell))): cell for cell in todo}
+        running = {
+            pool.submit(runner, one_thread(grid.cell_config(*cell)), cell_dir(out, *cell)): cell
+            for cell in todo
+        }
         for future in as_completed(running):
             finish(running[future], future.result)
     return outcome
+
+
+def run_cell(cfg: RunConfig, folder: Path) -> dict[str, Any]:
+    """The default runner: the embedded runtime, checkpointing into the cell's folder every round, so that a
+    killed sweep resumes inside its unfinished cells (with the numbers an uninterrupted cell gets)."""
+    from .runtime.embedded import run
+
+    folder.mkdir(parents=True, exist_ok=True)
+    return run(cfg, out=folder, resume=True)
 
 
 def save_cell(out: Path, cell: tuple[str, str, int], result: dict[str, Any]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.logging import RichHandler
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from .config import ConfigError, RunConfig, load_config
@@ -55,24 +57,39 @@ def run(
             " (repeatable), e.g. local:train.lr=1e-3",
         ),
     ] = None,
+    resume: Annotated[
+        Path | None,
+        typer.Option(
+            "--resume",
+            help="continue the run stored in this folder (after a crash or kill; --set federation.rounds=N"
+            " extends it)",
+        ),
+    ] = None,
 ) -> None:
-    """Run one federation and write results.json and plots to the output folder."""
+    """Run one federation and write results.json and plots to the output folder.
+
+    The folder also gets the run's config.json and, after every round, checkpoint.pt: a run that was
+    killed continues with --resume and ends with the numbers it would have had."""
     from .methods import options_for
 
     try:
-        cfg = load_config(config, sets or [], options_for())
+        if resume is not None:
+            cfg = _resumed(resume, config, out, compare, sets or [])
+        else:
+            cfg = load_config(config, sets or [], options_for())
         others_cfg = {
             label: load_config(config, [*(sets or []), f"method='{m}'", *extra], options_for())
             for label, (m, extra) in compare_specs(compare or []).items()
         }
     except ConfigError as e:
         fail(str(e))
-    out = out or Path("runs") / f"{cfg.method}-s{cfg.seed}"
+    out = resume or out or Path("runs") / f"{cfg.method}-s{cfg.seed}"
     try:
         out.mkdir(parents=True, exist_ok=True)
+        (out / CONFIG).write_text(json.dumps(cfg.to_dict(), indent=1))
     except OSError as e:
-        fail(f"--out: cannot create {out}: {e.strerror}")
-    results = _run_with_progress(cfg)
+        fail(f"--out: cannot write to {out}: {e.strerror}")
+    results = _run_with_progress(cfg, out, resume is not None)
     (out / "results.json").write_text(json.dumps(results, indent=1))
     others: dict[str, dict[str, Any]] = {}
     for name, other in others_cfg.items():  # after the main run, so its numbers come first
@@ -97,6 +114,29 @@ def run(
     if results["topology"] is not None:
         console.print(f"K per layer: {results['topology']['k_per_layer']}")
     console.print(f"wrote {out / 'results.json'}, " + ", ".join(str(p) for p in pictures))
+
+
+CONFIG = "config.json"  # a run folder's stored config: what --resume continues with
+
+
+def _resumed(
+    folder: Path, config: Path | None, out: Path | None, compare: list[str] | None, sets: list[str]
+) -> RunConfig:
+    from .config import resume_config
+    from .methods import options_for
+
+    if config is not None or out is not None or compare:
+        raise ConfigError(
+            "--resume: the run continues in its own folder with its stored config; "
+            "drop --config, --out and --compare"
+        )
+    path = folder / CONFIG
+    if not path.is_file():
+        raise ConfigError(
+            f"--resume: {folder} holds no run ({CONFIG} missing); "
+            f"start one with fedtreelora run --out {folder}"
+        )
+    return resume_config(json.loads(path.read_text()), sets, options_for())
 
 
 def metric_name(cfg: RunConfig) -> str:
@@ -136,16 +176,20 @@ class BarObserver:
         )
 
 
-def _run_with_progress(cfg: RunConfig) -> dict[str, Any]:
+def _run_with_progress(cfg: RunConfig, out: Path | None = None, resume: bool = False) -> dict[str, Any]:
     from .runtime.embedded import run as run_embedded
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=err, transient=True) as bar:
+        handler = RichHandler(console=bar.console, show_time=False, show_path=False, markup=False)
+        logging.getLogger("fedtreelora").addHandler(handler)  # rejected uploads, skipped rounds
         try:
-            return run_embedded(cfg, BarObserver(cfg, bar))
+            return run_embedded(cfg, BarObserver(cfg, bar), out, resume)
         except ConfigError as e:
             bar.stop()
             fail(str(e))
+        finally:
+            logging.getLogger("fedtreelora").removeHandler(handler)
     raise AssertionError("unreachable")
 
 
@@ -158,9 +202,8 @@ def bench(
     ] = 1,
 ) -> None:
     """Run a sweep of variants x tasks x seeds; resumes where it stopped; then writes the tables."""
-    from .bench import load_grid, run_grid
+    from .bench import load_grid, run_cell, run_grid
     from .report import write_report
-    from .runtime.embedded import run as run_embedded
 
     try:
         grid = load_grid(grid_file)
@@ -172,7 +215,7 @@ def bench(
         shown = {"skipped": " (done, skipped)", "started": "", "finished": " finished"}
         err.print(f"[{i}/{total}] {name}{shown.get(status, ' ' + status)}", highlight=False)
 
-    outcome = run_grid(grid, out, run_embedded, on_cell, jobs)
+    outcome = run_grid(grid, out, run_cell, on_cell, jobs)
     written = write_report(out)
     files = ", ".join(str(p) for p in written[:2])
     Console().print(f"ran {outcome.ran} cells; wrote {files} and {len(written) - 2} plots")

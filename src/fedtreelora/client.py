@@ -34,6 +34,7 @@ class ClientResult:
     layers: tuple[int, ...] = ()  # the layers it trained this round
     unsent: frozenset[int] = frozenset()  # layers trained but not yet uploaded (a warmup uploads at its end)
     scores: dict[int, float] | None = None  # Fisher scores, when its allocation asked it to measure them
+    failure: str | None = None  # why the client has nothing to upload (its training diverged)
 
 
 def client_round(
@@ -72,6 +73,9 @@ def client_round(
             task.batches(data, cfg.batch_size, order, cfg.group_by_length) for _ in range(cfg.local_epochs)
         )
         stats = train_local(host.model, groups, epochs, cfg.weight_decay)
+        if stats.diverged:  # report a failure instead of uploading NaNs; the client keeps what it had
+            reason = f"local loss became NaN or Inf at step {stats.steps + 1}"
+            return ClientResult({}, dict(kept), stats, time.perf_counter() - start, failure=reason)
         state = host.state()
     new = state
     trained = layers if plan.train or plan.then_train else ()

@@ -139,11 +139,21 @@ class FederationConfig:
     rounds: int = 10  # the total budget T; warmups count inside it
     eval_every: int = 2  # evaluate every k rounds (the last round is always evaluated)
     workers: int = 0  # 0: clients run one after another here; k: a pool of k processes, one thread each
+    client_failure: float = 0.0  # probability that a client drops out of a round (seeded per round, client)
+    min_clients: int = 1  # fewest valid replies a round needs; with fewer it is skipped (nothing changes)
+    # An upload tensor whose norm exceeds this many times the median norm of that tensor over the round's
+    # uploads (3 or more) is rejected: a scaled or exploded update, not a different client.
+    max_norm_ratio: float = 10.0
 
     def validate(self) -> None:
         check(self.workers >= 0, "federation.workers", f"must be >= 0 (got {self.workers})")
         check(self.rounds >= 1, "federation.rounds", f"must be >= 1 (got {self.rounds})")
         check(self.eval_every >= 1, "federation.eval_every", f"must be >= 1 (got {self.eval_every})")
+        p = self.client_failure
+        check(0.0 <= p < 1.0, "federation.client_failure", f"must be a probability in [0, 1) (got {p})")
+        check(self.min_clients >= 1, "federation.min_clients", f"must be >= 1 (got {self.min_clients})")
+        r = self.max_norm_ratio
+        check(r > 1.0, "federation.max_norm_ratio", f"must be > 1 (got {r})")
 
 
 Pattern = Literal["uniform", "triangle", "inverted_triangle", "bottleneck"]
@@ -304,6 +314,12 @@ def load_config(path: Path | None, overrides: list[str], options_for: Mapping[st
             raise ConfigError(f"--config: {path} is not valid TOML: {err}") from err
     for assignment in overrides:
         apply_override(raw, assignment)
+    return from_raw(raw, options_for)
+
+
+def from_raw(raw: dict[str, Any], options_for: Mapping[str, type]) -> RunConfig:
+    """A validated config from nested settings (a parsed TOML file, or a stored ``RunConfig.to_dict()``)."""
+    raw = {k: dict(v) if isinstance(v, dict) else v for k, v in raw.items()}  # popped below: copy
     cfg = RunConfig()
     method = raw.pop("method", cfg.method)
     check(
@@ -329,7 +345,53 @@ def load_config(path: Path | None, overrides: list[str], options_for: Mapping[st
     if cfg.options is None:
         cfg.options = build_section(options_for[method], {}, method)
     cfg.allocation.check_run(cfg)
+    n = cfg.data.n_clients
+    check(cfg.federation.min_clients <= n, "federation.min_clients", f"must be <= data.n_clients ({n})")
     check_against_run = getattr(cfg.options, "check_run", None)
     if check_against_run is not None:
         check_against_run(cfg)
     return cfg
+
+
+# Settings a resumed run may change: they decide how fast it runs, not what it computes.
+RUNTIME_ONLY = ("federation.workers", "train.threads")
+
+
+def _flat(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, Mapping):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def experiment_changes(before: RunConfig, after: RunConfig) -> list[str]:
+    """Settings that differ between two configs of one run, beyond what a resumed run may change: raise
+    ``federation.rounds`` (extend it) and ``RUNTIME_ONLY``."""
+    old, new = _flat(before.to_dict()), _flat(after.to_dict())
+    changed = []
+    for key in sorted(set(old) | set(new)):
+        if old.get(key) == new.get(key) or key in RUNTIME_ONLY:
+            continue
+        if key == "federation.rounds" and new[key] >= old[key]:
+            continue
+        changed.append(key)
+    return changed
+
+
+def resume_config(stored: dict[str, Any], overrides: list[str], options_for: Mapping[str, type]) -> RunConfig:
+    """A stored run's config with ``overrides`` that may only extend it (raise ``federation.rounds``) or
+    change how it runs (``RUNTIME_ONLY``); anything that would change the experiment is refused."""
+    before = from_raw(stored, options_for)
+    raw = {k: dict(v) if isinstance(v, dict) else v for k, v in stored.items()}
+    for assignment in overrides:
+        apply_override(raw, assignment)
+    after = from_raw(raw, options_for)
+    for key in experiment_changes(before, after):
+        raise ConfigError(
+            f"--set {key}: a resumed run keeps its experiment; only federation.rounds may be raised "
+            f"(and {', '.join(RUNTIME_ONLY)} changed). Start a new run for other settings"
+        )
+    return after

@@ -20,6 +20,7 @@ class TrainStats:
     loss: float  # mean training loss over the steps
     samples: int
     steps: int
+    diverged: bool = False  # the loss became NaN or Inf; training stopped before that step updated anything
 
 
 ParamGroup = tuple[Sequence[Tensor], float]  # tensors and their learning rate
@@ -45,6 +46,9 @@ def train_local(
     for batches in epochs:
         for batch in batches:
             loss = model(**batch).loss
+            if not bool(torch.isfinite(loss)):
+                model.eval()
+                return TrainStats(loss=float("nan"), samples=samples, steps=steps, diverged=True)
             loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)

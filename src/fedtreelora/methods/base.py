@@ -178,9 +178,10 @@ class Method(ABC):
         return {**previous, **partial_average([uploads[i] for i in ids], [self.weights[i] for i in ids])}
 
     def in_order(self, uploads: Mapping[int, State]) -> tuple[list[int], list[State]]:
-        """Client ids and their uploads in the fixed client order (positions in a topology)."""
+        """Client ids and their uploads in the fixed client order (positions in a topology); a client that
+        did not reply this round (dropped, rejected) has an empty upload: it trained nothing anyone sees."""
         ids = [c.client_id for c in self.clients]
-        return ids, [uploads[i] for i in ids]
+        return ids, [uploads.get(i, {}) for i in ids]
 
     def timed_topology(self, build: Callable[[], T]) -> T:
         """Run a one-off clustering step and record its time apart from aggregation time."""
