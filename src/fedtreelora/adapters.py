@@ -77,7 +77,7 @@ class LoRALinear(nn.Module):
 _LAYER_INDEX = re.compile(r"\.(\d+)\.")
 
 
-def _find_targets(model: nn.Module, targets: Iterable[str]) -> list[tuple[str, int, str, nn.Linear]]:
+def find_targets(model: nn.Module, targets: Iterable[str]) -> list[tuple[str, int, str, nn.Linear]]:
     """(module path, layer index, target, module) for every ``nn.Linear`` whose name ends with a target."""
     wanted = set(targets)
     found = []
@@ -121,7 +121,7 @@ class AdapterHost:
         self.model = model
         targets = targets or default_targets(model)
         self.targets = targets
-        found = _find_targets(model, targets)
+        found = find_targets(model, targets)
         missing = set(targets) - {t for _, _, t, _ in found}
         if missing:
             raise ValueError(

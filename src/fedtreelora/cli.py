@@ -264,6 +264,36 @@ def methods() -> None:
 
 
 @app.command()
+def export(
+    folder: Annotated[Path, typer.Argument(help="a run folder (written by fedtreelora run)")],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="adapter folder (with --all: one sub-folder per client)")
+    ],
+    client: Annotated[int | None, typer.Option("--client", help="the client whose model to export")] = None,
+    all_clients: Annotated[bool, typer.Option("--all", help="export every client")] = False,
+) -> None:
+    """Write a client's personalised model as a PEFT LoRA adapter (PeftModel.from_pretrained loads it)."""
+    from .export import ExportError, export_client
+    from .runtime import checkpoint
+
+    if (client is not None) == all_clients:  # exactly one of them
+        fail("export: give --client I or --all")
+    try:
+        state = checkpoint.load(folder)
+        ids = (
+            sorted(state["kept"])
+            if all_clients and state is not None
+            else [client if client is not None else 0]
+        )
+        for cid in ids:
+            target = out / f"client{cid}" if all_clients else out
+            export_client(folder, cid, target)
+            Console().print(f"client {cid}: wrote {target}")
+    except (ExportError, ConfigError, ValueError) as e:
+        fail(str(e))
+
+
+@app.command()
 def allocations() -> None:
     """List the layer-allocation strategies (Fed-HeLLo) and their depth patterns."""
     from .allocation import STRATEGIES

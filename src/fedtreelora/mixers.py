@@ -4,11 +4,15 @@ Every expert ``e`` on a module contributes ``delta_e = s_e * B_e A_e dropout(x)`
 mixer turns the dict of deltas into the single term added to ``W0 x``. Methods pick (and parametrise) a mixer;
 the training loop and the adapter never change. Learnable mixing parameters live in the client state:
 per layer (``layers.l.mix.*``, ``module.layer_params``) or per module (``module.params``).
+
+Each mixer also says how its rule is one plain LoRA (``export``): a fixed weighted sum of experts is exactly
+the LoRA whose A stacks the experts' A and whose B stacks their weighted B (rank = the sum of ranks). An
+input-dependent gate is not a fixed linear map, and no LoRA expresses it: those mixers refuse.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -19,8 +23,21 @@ if TYPE_CHECKING:
     from .adapters import LoRALinear
 
 
+class NotExportable(ValueError):
+    """The forward rule has no exact single-LoRA form (the message says why)."""
+
+
+Weighted = list[tuple[str, float | Tensor]]  # experts and the weight each enters the module's output with
+
+
 class Mixer(Protocol):
     def __call__(self, x: Tensor, deltas: Mapping[str, Tensor], module: LoRALinear) -> Tensor: ...
+
+    def export(
+        self, experts: Sequence[str], params: Mapping[str, Tensor], layer: Mapping[str, Tensor]
+    ) -> Weighted:
+        """The experts of one module with their fixed weights, or NotExportable."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -33,6 +50,11 @@ class Sum:
         for v in values[1:]:
             out = out + v
         return out
+
+    def export(
+        self, experts: Sequence[str], params: Mapping[str, Tensor], layer: Mapping[str, Tensor]
+    ) -> Weighted:
+        return [(e, 1.0) for e in experts]
 
 
 @dataclass(frozen=True)
@@ -49,6 +71,15 @@ class Scalar:
             if name.startswith("external"):
                 logit = module.layer_params["alpha" + name.removeprefix("external")]
                 out = out + torch.sigmoid(logit) * delta
+        return out
+
+    def export(
+        self, experts: Sequence[str], params: Mapping[str, Tensor], layer: Mapping[str, Tensor]
+    ) -> Weighted:
+        out: Weighted = [("cluster", 1.0)]
+        for e in experts:
+            if e.startswith("external"):
+                out.append((e, torch.sigmoid(layer["alpha" + e.removeprefix("external")])))
         return out
 
 
@@ -72,6 +103,16 @@ class Gate:
         gate = torch.softmax(logits, dim=-1)
         return gate[..., :1] * deltas[self.own] + gate[..., 1:] * deltas[self.other]
 
+    def export(
+        self, experts: Sequence[str], params: Mapping[str, Tensor], layer: Mapping[str, Tensor]
+    ) -> Weighted:
+        if self.other not in experts:
+            return [(self.own, 1.0)]
+        raise NotExportable(
+            "a per-token softmax gate weights the experts differently for every input, so no single LoRA "
+            "equals this model (FedALT, FedTreeLoRA's router variant)"
+        )
+
 
 @dataclass(frozen=True)
 class Convex:
@@ -85,6 +126,13 @@ class Convex:
         if self.first not in deltas:
             return deltas[self.second]
         return (1 - self.lam) * deltas[self.first] + self.lam * deltas[self.second]
+
+    def export(
+        self, experts: Sequence[str], params: Mapping[str, Tensor], layer: Mapping[str, Tensor]
+    ) -> Weighted:
+        if self.first not in experts:
+            return [(self.second, 1.0)]
+        return [(self.first, 1 - self.lam), (self.second, self.lam)]
 
 
 @dataclass(frozen=True)
@@ -108,3 +156,13 @@ class TopM:
         idx = torch.where(idx >= m, torch.zeros_like(idx), idx)  # outputs >= M mean the own expert
         weights = torch.zeros(*top.shape[:-1], m, dtype=top.dtype).scatter_add(-1, idx, top)  # (..., M)
         return (stacked * weights.unsqueeze(-2)).sum(-1)
+
+    def export(
+        self, experts: Sequence[str], params: Mapping[str, Tensor], layer: Mapping[str, Tensor]
+    ) -> Weighted:
+        if "router.weight" not in params:
+            return [("expert_0", 1.0)]
+        raise NotExportable(
+            "a per-token top-M router picks and weights experts for every input, so no single LoRA equals "
+            "this model (FedLEASE)"
+        )

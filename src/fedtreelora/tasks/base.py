@@ -54,6 +54,7 @@ class Task(ABC):
     """One task kind: schema, model class, batches and metric."""
 
     kind: ClassVar[str]  # registry name, the value of ``data.kind``
+    peft_task_type: ClassVar[str]  # PEFT's TaskType for an exported adapter (SEQ_CLS, CAUSAL_LM)
     metric: ClassVar[str]  # the name results.json records, e.g. "accuracy", "rouge1"
     labelled: ClassVar[bool]  # rows carry class ids, so label-skew (Dirichlet) partitions apply
     schema: ClassVar[str]  # the row keys, for error messages

@@ -49,6 +49,7 @@ class ClassificationTask(Task):
     """A sequence classifier whose head has as many outputs as the largest task has classes."""
 
     kind = "classification"
+    peft_task_type = "SEQ_CLS"  # what an exported adapter declares (PEFT's TaskType)
     metric = "accuracy"
     labelled = True
     schema = "{text, text_pair?, label, label_name?} (GLUE)"

@@ -92,6 +92,7 @@ class GenerationTask(Task):
     """A causal LM fine-tuned on instructions; greedy generations scored by ROUGE-1."""
 
     kind = "generation"
+    peft_task_type = "CAUSAL_LM"  # what an exported adapter declares (PEFT's TaskType)
     metric = "rouge1"
     labelled = False
     schema = "{instruction, output, references?, task?, group?} (FLAN)"
