@@ -75,27 +75,30 @@ def run(
     try:
         if resume is not None:
             cfg = _resumed(resume, config, out, compare, sets or [])
+            others_cfg = _resumed_comparisons(resume, sets or [])
         else:
             cfg = load_config(config, sets or [], options_for())
-        others_cfg = {
-            label: load_config(config, [*(sets or []), f"method='{m}'", *extra], options_for())
-            for label, (m, extra) in compare_specs(compare or []).items()
-        }
+            others_cfg = {
+                label: load_config(config, [*(sets or []), f"method='{m}'", *extra], options_for())
+                for label, (m, extra) in compare_specs(compare or []).items()
+            }
     except ConfigError as e:
         fail(str(e))
     out = resume or out or Path("runs") / f"{cfg.method}-s{cfg.seed}"
+    folders = {label: out / "compare" / other.method for label, other in others_cfg.items()}
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / CONFIG).write_text(json.dumps(cfg.to_dict(), indent=1))
+        for folder, c in [(out, cfg), *((folders[k], v) for k, v in others_cfg.items())]:
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / CONFIG).write_text(json.dumps(c.to_dict(), indent=1))
+        (out / COMPARE).write_text(json.dumps({k: v.method for k, v in others_cfg.items()}))
     except OSError as e:
         fail(f"--out: cannot write to {out}: {e.strerror}")
     results = _run_with_progress(cfg, out, resume is not None)
     (out / "results.json").write_text(json.dumps(results, indent=1))
     others: dict[str, dict[str, Any]] = {}
     for name, other in others_cfg.items():  # after the main run, so its numbers come first
-        others[name] = _run_with_progress(other)
-        (out / "compare" / other.method).mkdir(parents=True, exist_ok=True)
-        (out / "compare" / other.method / "results.json").write_text(json.dumps(others[name], indent=1))
+        others[name] = _run_with_progress(other, folders[name], resume is not None)
+        (folders[name] / "results.json").write_text(json.dumps(others[name], indent=1))
     from .plots import write_plots
 
     pictures = write_plots(results, out, others)
@@ -117,6 +120,22 @@ def run(
 
 
 CONFIG = "config.json"  # a run folder's stored config: what --resume continues with
+COMPARE = "compare.json"  # the --compare runs beside it: legend label -> method (folder compare/<method>)
+
+
+def _resumed_comparisons(folder: Path, sets: list[str]) -> dict[str, RunConfig]:
+    """The --compare runs of a resumed run, each from its own stored config (extended like the main run)."""
+    from .config import resume_config
+    from .methods import options_for
+
+    path = folder / COMPARE
+    labels: dict[str, str] = json.loads(path.read_text()) if path.is_file() else {}
+    stored = {label: folder / "compare" / method / CONFIG for label, method in labels.items()}
+    return {
+        label: resume_config(json.loads(p.read_text()), sets, options_for())
+        for label, p in stored.items()
+        if p.is_file()
+    }
 
 
 def _resumed(
