@@ -40,7 +40,7 @@ def one(n: int, method: str) -> dict:
     return {
         "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
         "seconds": result["timing"]["total_seconds"],
-        "k_per_layer": result["topology"]["k_per_layer"],
+        "k_per_layer": (result["topology"] or {}).get("k_per_layer"),
         "communicated_per_round": result["params"]["communicated_per_round"],
         "checkpoint_bytes": checkpoint_bytes,
     }

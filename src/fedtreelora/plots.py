@@ -226,7 +226,7 @@ def write_plots(
             tau = (results["config"].get(results["method"]) or {}).get("tau")
             plot_silhouettes(topology, out / "silhouettes.png", tau)
             written.append(out / "silhouettes.png")
-    if any(r.get("trained_layers") for r in results["rounds"]):
+    if (results["config"].get("allocation") or {}).get("strategy", "none") != "none":
         plot_allocation(results, out / "allocation.png")
         written.append(out / "allocation.png")
     return written

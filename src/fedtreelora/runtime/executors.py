@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import ctypes
 import dataclasses
+import io
 import multiprocessing
 import signal
 import sys
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -98,14 +100,27 @@ def _init_worker(cfg: RunConfig) -> None:
     _worker_federation = prepare(one_thread(cfg))
 
 
-def _train_in_worker(job: TrainJob) -> ClientResult:
-    assert _worker_federation is not None
-    return run_train(_worker_federation, job)
+def pack(obj: object) -> bytes:
+    """Jobs and results cross process boundaries as bytes, not as torch's shared-memory tensors: those keep
+    a file descriptor open per tensor for as long as it lives, and 1,000 clients' kept states exhaust the
+    process's limit ("Too many open files")."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return buffer.getvalue()
 
 
-def _eval_in_worker(job: EvalJob) -> Score:
+def unpack(data: bytes) -> Any:
+    return torch.load(io.BytesIO(data), weights_only=False)  # our own jobs and results
+
+
+def _train_in_worker(job: bytes) -> bytes:
     assert _worker_federation is not None
-    return run_eval(_worker_federation, job)
+    return pack(run_train(_worker_federation, unpack(job)))
+
+
+def _eval_in_worker(job: bytes) -> Score:
+    assert _worker_federation is not None
+    return run_eval(_worker_federation, unpack(job))
 
 
 class WorkerPool:
@@ -118,10 +133,10 @@ class WorkerPool:
         )
 
     def train(self, jobs: Iterable[TrainJob]) -> Iterator[ClientResult]:
-        return self.pool.map(_train_in_worker, jobs)
+        return (unpack(r) for r in self.pool.map(_train_in_worker, (pack(job) for job in jobs)))
 
     def evaluate(self, jobs: Iterable[EvalJob]) -> Iterator[Score]:
-        return self.pool.map(_eval_in_worker, jobs)
+        return self.pool.map(_eval_in_worker, (pack(job) for job in jobs))
 
     def close(self) -> None:
         self.pool.shutdown(cancel_futures=True)
