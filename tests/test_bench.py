@@ -1,5 +1,6 @@
 """Sweeps: cells run once, resume after interruption, and tables regenerate from the files alone."""
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -269,3 +270,34 @@ def test_generation_plots_draw_a_single_evaluation_as_a_level(tmp_path: Path) ->
     written = write_plots(run_, tmp_path, {"zeroshot": zero})
     assert written == [tmp_path / "rouge1.png"] and written[0].stat().st_size > 1000
     assert leaf_labels(clients) == ["c0\na\nx", "c1\nb\ny"]  # tasks differ: task and group name a leaf
+
+
+def test_a_killed_cell_resumes_inside_from_its_checkpoint(
+    tmp_path: Path, tiny_bert: Path, tiny_task: Path
+) -> None:
+    """A cell cut off after its first round (its checkpoint says round 1 of 2) continues from there, ends
+    with the numbers of a cell that ran whole, and leaves no checkpoint behind."""
+    from fedtreelora.runtime.checkpoint import CHECKPOINT
+    from fedtreelora.runtime.embedded import run
+
+    grid = load_grid(grid_file(tmp_path, tiny_bert, tiny_task))
+    grid.seeds = [0]
+    cell = ("fedit", "toy", 0)
+    cut = tmp_path / "cut"
+    cfg = grid.cell_config(*cell)
+    half = run(dataclasses.replace(cfg, federation=dataclasses.replace(cfg.federation, rounds=1)),
+               out=cell_dir(cut, *cell))  # fmt: skip
+    assert (cell_dir(cut, *cell) / CHECKPOINT).exists() and len(half["rounds"]) == 1
+    calls: list[int] = []
+
+    def counting(cfg, folder):  # type: ignore[no-untyped-def]
+        calls.append(cfg.seed)
+        return run_cell(cfg, folder)
+
+    outcome = run_grid(grid, cut, counting)
+    assert not outcome.failed, outcome.failed
+    run_grid(grid, tmp_path / "whole", run_cell)
+    a, b = (json.loads((cell_dir(d, *cell) / "results.json").read_text()) for d in (cut, tmp_path / "whole"))
+    assert [r["train_loss"] for r in a["rounds"]] == [r["train_loss"] for r in b["rounds"]]
+    assert a["mean_accuracy"] == b["mean_accuracy"] and a["communication"] == b["communication"]
+    assert not (cell_dir(cut, *cell) / CHECKPOINT).exists()

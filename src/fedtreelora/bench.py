@@ -205,7 +205,6 @@ def run_cell(cfg: RunConfig, folder: Path) -> dict[str, Any]:
     killed sweep resumes inside its unfinished cells (with the numbers an uninterrupted cell gets)."""
     from .runtime.embedded import run
 
-    folder.mkdir(parents=True, exist_ok=True)
     return run(cfg, out=folder, resume=True)
 
 

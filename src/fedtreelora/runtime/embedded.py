@@ -71,6 +71,8 @@ def run(
     t0 = time.perf_counter()
     fed = prepare(cfg)
     progress = Progress()
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
     state = checkpoint.load(out) if out is not None and resume else None
     if state is not None:
         progress = checkpoint.restore(fed, state)
