@@ -301,3 +301,31 @@ def test_a_killed_cell_resumes_inside_from_its_checkpoint(
     assert [r["train_loss"] for r in a["rounds"]] == [r["train_loss"] for r in b["rounds"]]
     assert a["mean_accuracy"] == b["mean_accuracy"] and a["communication"] == b["communication"]
     assert not (cell_dir(cut, *cell) / CHECKPOINT).exists()
+
+
+def test_allocation_sweeps_report_budget_groups_and_geometry(
+    tmp_path: Path, tiny_bert: Path, tiny_task: Path
+) -> None:
+    path = tmp_path / "hello.toml"
+    path.write_text(f"""
+base = ["model.name='{tiny_bert}'", "data.n_clients=3", "data.n_train=8", "data.n_test=4",
+        "federation.rounds=2", "model.max_length=16"]
+seeds = [0]
+[tasks]
+toy = ["data.dir='{tiny_task}'"]
+[[table]]
+name = "hello"
+title = "Hello"
+tasks = ["toy"]
+over = "full"
+[table.variants]
+full = ["method='fedit'"]
+rgd = ["method='fedit'", "allocation.strategy='rgd'", "allocation.pattern='bottleneck'"]
+""")
+    out = tmp_path / "s"
+    assert run_grid(load_grid(path), out, run_cell).ran == 2
+    written = write_report(out)
+    tables = (out / "tables.md").read_text()
+    assert "### Hello: by the clients' layer budget, minus full (same clients)" in tables
+    assert "| 50 % layers | 75 % layers | 100 % layers |" in tables
+    assert any(p.name == "allocation_rgd_toy.png" for p in written)

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .plots import leaf_labels, plot_tree, plt
+from .plots import leaf_labels, plot_allocation, plot_tree, plt
 from .results import mean_score, metric_of, round_score
 from .topology import cut
 
@@ -110,6 +110,56 @@ def markdown_table(table: dict[str, Any], cells: Cells, over_majority: bool = Fa
     row.append(f"{100 * statistics.fmean(level):.2f}" if len(level) == len(cols) else "–")
     results = [r for v in table["variants"] for task, _ in cols for r in cells.get((v, task), [])]
     if any(r.get("majority_baseline") is not None for r in results):  # generation has no majority label
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def budget_means(result: dict[str, Any]) -> dict[float, float]:
+    """Mean final score of the run's clients per layer budget (Fed-HeLLo); {1.0: mean} without one."""
+    by: dict[float, list[float]] = {}
+    for c in result["clients"]:
+        by.setdefault(float(c.get("budget", 1.0)), []).append(
+            float(c["score"] if "score" in c else c["accuracy"])
+        )
+    return {b: statistics.fmean(v) for b, v in sorted(by.items())}
+
+
+def budget_table(table: dict[str, Any], cells: Cells) -> str:
+    """Per variant and budget group, the group's clients' mean score over the table's tasks and seeds; with
+    ``over``, minus the same clients under that variant (same task and seed): who pays for a budget."""
+    over = table.get("over", "")
+    results = {v: [r for task in table["tasks"] for r in cells.get((v, task), [])] for v in table["variants"]}
+    budgets = sorted({b for rs in results.values() for r in rs for b in budget_means(r)})
+    if len(budgets) < 2:
+        return ""
+    ref = {
+        (r["cell"]["task"], r["seed"]): budget_means(r)
+        for task in table["tasks"]
+        for r in cells.get((over, task), [])
+    }
+
+    def values(variant: str, budget: float) -> list[float]:
+        out = []
+        for r in results[variant]:
+            mine = budget_means(r).get(budget)
+            if mine is None:
+                continue
+            if not over:
+                out.append(mine)
+            elif (key := (r["cell"]["task"], r["seed"])) in ref:
+                base = ref[key].get(
+                    budget, statistics.fmean(ref[key].values())
+                )  # the full run's same clients
+                out.append(mine - base)
+        return out
+
+    title = (
+        table["title"] + ": by the clients' layer budget" + (f", minus {over} (same clients)" if over else "")
+    )
+    header = ["variant", *(f"{100 * b:g} % layers" for b in budgets)]
+    lines = [f"### {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for variant in table["variants"]:
+        row = [variant] + [mean_std(values(variant, b), "+" if over else "") for b in budgets]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 
@@ -289,6 +339,7 @@ def write_report(out: Path) -> list[Path]:
             tables.append(markdown_table(table, cells, over_majority=True))
         if table.get("over"):
             tables.append(markdown_table(table, cells, over=table["over"]))
+        tables.append(budget_table(table, cells))
     sections = [summary, *tables, task_split_table(cells)]
     written[1].write_text("\n\n".join(s for s in sections if s) + "\n")
     for table in grid["tables"]:
@@ -303,6 +354,10 @@ def write_report(out: Path) -> list[Path]:
             written.append(path)
     for (variant, task), results in sorted(cells.items()):
         first = min(results, key=lambda r: r["seed"])
+        if (first["config"].get("allocation") or {}).get("strategy", "none") != "none":
+            path = plots / f"allocation_{variant}_{task}.png"  # the allocation's geometry (seed shown: first)
+            plot_allocation(first, path)
+            written.append(path)
         topology = first["topology"]
         several_tasks = len({c.get("task") for c in first["clients"]}) > 1
         if several_tasks and topology and topology.get("linkage"):
