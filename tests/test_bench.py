@@ -328,4 +328,6 @@ rgd = ["method='fedit'", "allocation.strategy='rgd'", "allocation.pattern='bottl
     tables = (out / "tables.md").read_text()
     assert "### Hello: by the clients' layer budget, minus full (same clients)" in tables
     assert "| 50 % layers | 75 % layers | 100 % layers |" in tables
+    full_row = next(line for line in tables.splitlines() if line.startswith("| full | –"))
+    assert "+0.00 ± 0.00" in full_row  # the reference against itself: its own clients, nothing else
     assert any(p.name == "allocation_rgd_toy.png" for p in written)

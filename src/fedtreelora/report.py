@@ -114,43 +114,42 @@ def markdown_table(table: dict[str, Any], cells: Cells, over_majority: bool = Fa
     return "\n".join(lines)
 
 
-def budget_means(result: dict[str, Any]) -> dict[float, float]:
-    """Mean final score of the run's clients per layer budget (Fed-HeLLo); {1.0: mean} without one."""
-    by: dict[float, list[float]] = {}
+def client_scores(result: dict[str, Any]) -> dict[int, float]:
+    return {int(c["id"]): float(c["score"] if "score" in c else c["accuracy"]) for c in result["clients"]}
+
+
+def budget_groups(result: dict[str, Any]) -> dict[float, list[int]]:
+    """Client ids per layer budget (Fed-HeLLo); every client at 1.0 without an allocation."""
+    by: dict[float, list[int]] = {}
     for c in result["clients"]:
-        by.setdefault(float(c.get("budget", 1.0)), []).append(
-            float(c["score"] if "score" in c else c["accuracy"])
-        )
-    return {b: statistics.fmean(v) for b, v in sorted(by.items())}
+        by.setdefault(float(c.get("budget", 1.0)), []).append(int(c["id"]))
+    return dict(sorted(by.items()))
 
 
 def budget_table(table: dict[str, Any], cells: Cells) -> str:
     """Per variant and budget group, the group's clients' mean score over the table's tasks and seeds; with
-    ``over``, minus the same clients under that variant (same task and seed): who pays for a budget."""
+    ``over``, minus the same clients (same ids, task and seed) under that variant: who pays for a budget."""
     over = table.get("over", "")
     results = {v: [r for task in table["tasks"] for r in cells.get((v, task), [])] for v in table["variants"]}
-    budgets = sorted({b for rs in results.values() for r in rs for b in budget_means(r)})
+    budgets = sorted({b for rs in results.values() for r in rs for b in budget_groups(r)})
     if len(budgets) < 2:
         return ""
     ref = {
-        (r["cell"]["task"], r["seed"]): budget_means(r)
-        for task in table["tasks"]
-        for r in cells.get((over, task), [])
+        (task, r["seed"]): client_scores(r) for task in table["tasks"] for r in cells.get((over, task), [])
     }
 
     def values(variant: str, budget: float) -> list[float]:
         out = []
-        for r in results[variant]:
-            mine = budget_means(r).get(budget)
-            if mine is None:
-                continue
-            if not over:
-                out.append(mine)
-            elif (key := (r["cell"]["task"], r["seed"])) in ref:
-                base = ref[key].get(
-                    budget, statistics.fmean(ref[key].values())
-                )  # the full run's same clients
-                out.append(mine - base)
+        for task in table["tasks"]:
+            for r in cells.get((variant, task), []):
+                ids, scores = budget_groups(r).get(budget), client_scores(r)
+                if not ids:
+                    continue
+                mine = statistics.fmean(scores[i] for i in ids)
+                if not over:
+                    out.append(mine)
+                elif (task, r["seed"]) in ref:
+                    out.append(mine - statistics.fmean(ref[(task, r["seed"])][i] for i in ids))
         return out
 
     title = (
