@@ -11,7 +11,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenize
 from fedtreelora.config import ConfigError, load_config
 from fedtreelora.data import DataError, load_split
 from fedtreelora.federation import load_clients
-from fedtreelora.generate import cut_at_stop, greedy
+from fedtreelora.generate import MIN_SHARED, cut_at_stop, greedy, shared_prefix
 from fedtreelora.methods import REGISTRY, options_for
 from fedtreelora.runtime.embedded import run
 from fedtreelora.tasks import kind_for
@@ -107,6 +107,7 @@ def test_batched_left_padded_generation_equals_one_prompt_at_a_time(tiny_llama: 
     task = task_for(tokenizer)
     prompts = [task.prompt(t) for t in ("hi", "a much longer instruction with many words in it", "two words")]
     prompts += [task.prompt("good " * k) for k in range(1, 6)]
+    assert len(shared_prefix(prompts)) >= MIN_SHARED  # the system turn: read once, copied into each batch
     pad = task.pad
     free = greedy(model, prompts, stop=task.stop_tokens(model), pad=pad, max_new_tokens=12, batch_size=8)
     assert len({tuple(o) for o in free}) > 1  # not a degenerate model that says the same to everyone
@@ -122,6 +123,12 @@ def test_batched_left_padded_generation_equals_one_prompt_at_a_time(tiny_llama: 
             input_ids=ids, max_new_tokens=12, do_sample=False, pad_token_id=pad, eos_token_id=stop
         )
         assert out == cut_at_stop(generated[0, len(p) :].tolist(), stop)
+
+
+def test_shared_prefix_leaves_every_prompt_a_token() -> None:
+    assert shared_prefix([[1, 2, 3, 4], [1, 2, 3, 5, 6]]) == [1, 2, 3]
+    assert shared_prefix([[1, 2, 3], [1, 2, 3, 4]]) == [1, 2]  # the shorter prompt keeps its last token
+    assert shared_prefix([[1, 2], [3, 4]]) == [] and shared_prefix([[1, 2, 3]]) == []
 
 
 def test_cut_at_stop() -> None:
