@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
@@ -149,11 +149,10 @@ class AdapterHost:
         self, state: Mapping[str, Tensor], trainable: Callable[[str], bool], mixer: Mixer
     ) -> dict[str, Tensor]:
         """Attach ``state`` to the model with forward rule ``mixer``; return the trainable tensors by name."""
-        layer_params: dict[int, dict[str, Tensor]] = {}
         for wrapper in self.wrapped.values():
             wrapper.experts, wrapper.params, wrapper.mixer = {}, {}, mixer
         train: dict[str, Tensor] = {}
-        pending: dict[tuple[str, str], dict[str, Tensor]] = {}  # (module key, expert) -> {"A": .., "B": ..}
+        attached: dict[str, Tensor] = {}
         for name in sorted(state):
             tensor = state[name]
             grad = trainable(name)
@@ -168,18 +167,10 @@ class AdapterHost:
             param = nn.Parameter(tensor.detach().clone(), requires_grad=grad)
             if grad:
                 train[name] = param
-            _, layer, sub, rest = name.split(".", 3)
-            if sub == "mix":
-                layer_params.setdefault(int(layer), {})[rest] = param
-            elif rest.endswith((".A", ".B")):
-                expert, which = rest.rsplit(".", 1)
-                pending.setdefault((f"layers.{layer}.{sub}", expert), {})[which] = param
-            else:
-                self.wrapped[f"layers.{layer}.{sub}"].params[rest] = param
-        for (key, expert), ab in pending.items():
-            if set(ab) != {"A", "B"}:
-                raise ValueError(f"client state has {key}.{expert} without both A and B")
-            self.wrapped[key].experts[expert] = (ab["A"], ab["B"])
+            attached[name] = param
+        modules, layer_params = split_state(attached)
+        for key, module in modules.items():
+            self.wrapped[key].experts, self.wrapped[key].params = module.experts, module.params
         for m in self.modules:
             self.wrapped[m.key].layer_params = layer_params.get(m.layer, {})
         return train
@@ -199,6 +190,38 @@ class AdapterHost:
         for name, p in self.head.items():
             out[f"head.{name}"] = p.detach().clone()
         return out
+
+
+@dataclass
+class ModuleState:
+    """One adapted module's part of a client state: its experts and its own parameters (routers)."""
+
+    experts: dict[str, tuple[Tensor, Tensor]] = field(default_factory=dict)  # name -> (A, B)
+    params: dict[str, Tensor] = field(default_factory=dict)
+
+
+def split_state(state: Mapping[str, Tensor]) -> tuple[dict[str, ModuleState], dict[int, dict[str, Tensor]]]:
+    """A client state (``head.*`` excluded) by module key (``layers.l.t``), and the per-layer mixing
+    parameters (``layers.l.mix.*``) by layer: how the names above are read, in one place."""
+    modules: dict[str, ModuleState] = {}
+    layers: dict[int, dict[str, Tensor]] = {}
+    halves: dict[tuple[str, str], dict[str, Tensor]] = {}  # (module key, expert) -> {"A": .., "B": ..}
+    for name, tensor in state.items():
+        if name.startswith("head."):
+            continue
+        _, layer, sub, rest = name.split(".", 3)
+        if sub == "mix":
+            layers.setdefault(int(layer), {})[rest] = tensor
+        elif rest.endswith((".A", ".B")):
+            expert, which = rest.rsplit(".", 1)
+            halves.setdefault((f"layers.{layer}.{sub}", expert), {})[which] = tensor
+        else:
+            modules.setdefault(f"layers.{layer}.{sub}", ModuleState()).params[rest] = tensor
+    for (key, expert), ab in halves.items():
+        if set(ab) != {"A", "B"}:
+            raise ValueError(f"client state has {key}.{expert} without both A and B")
+        modules.setdefault(key, ModuleState()).experts[expert] = (ab["A"], ab["B"])
+    return modules, layers
 
 
 def layer_of(name: str) -> int | None:

@@ -123,27 +123,25 @@ CONFIG = "config.json"  # a run folder's stored config: what --resume continues 
 COMPARE = "compare.json"  # the --compare runs beside it: legend label -> method (folder compare/<method>)
 
 
-def _resumed_comparisons(folder: Path, sets: list[str]) -> dict[str, RunConfig]:
-    """The --compare runs of a resumed run, each from its own stored config (extended like the main run)."""
+def _stored(path: Path, sets: list[str]) -> RunConfig:
+    """A run folder's stored config, extended or re-run by ``sets`` as a resumed run may be."""
     from .config import resume_config
     from .methods import options_for
 
+    return resume_config(json.loads(path.read_text()), sets, options_for())
+
+
+def _resumed_comparisons(folder: Path, sets: list[str]) -> dict[str, RunConfig]:
+    """The --compare runs of a resumed run, each from its own stored config (extended like the main run)."""
     path = folder / COMPARE
     labels: dict[str, str] = json.loads(path.read_text()) if path.is_file() else {}
     stored = {label: folder / "compare" / method / CONFIG for label, method in labels.items()}
-    return {
-        label: resume_config(json.loads(p.read_text()), sets, options_for())
-        for label, p in stored.items()
-        if p.is_file()
-    }
+    return {label: _stored(p, sets) for label, p in stored.items() if p.is_file()}
 
 
 def _resumed(
     folder: Path, config: Path | None, out: Path | None, compare: list[str] | None, sets: list[str]
 ) -> RunConfig:
-    from .config import resume_config
-    from .methods import options_for
-
     if config is not None or out is not None or compare:
         raise ConfigError(
             "--resume: the run continues in its own folder with its stored config; "
@@ -155,7 +153,7 @@ def _resumed(
             f"--resume: {folder} holds no run ({CONFIG} missing); "
             f"start one with fedtreelora run --out {folder}"
         )
-    return resume_config(json.loads(path.read_text()), sets, options_for())
+    return _stored(path, sets)
 
 
 def metric_name(cfg: RunConfig) -> str:
@@ -292,21 +290,15 @@ def export(
     all_clients: Annotated[bool, typer.Option("--all", help="export every client")] = False,
 ) -> None:
     """Write a client's personalised model as a PEFT LoRA adapter (PeftModel.from_pretrained loads it)."""
-    from .export import ExportError, export_client
-    from .runtime import checkpoint
+    from .export import ExportError, export, open_run
 
     if (client is not None) == all_clients:  # exactly one of them
         fail("export: give --client I or --all")
     try:
-        state = checkpoint.load(folder)
-        ids = (
-            sorted(state["kept"])
-            if all_clients and state is not None
-            else [client if client is not None else 0]
-        )
-        for cid in ids:
+        run = open_run(folder)
+        for cid in sorted(run.kept) if client is None else [client]:
             target = out / f"client{cid}" if all_clients else out
-            export_client(folder, cid, target)
+            export(run, cid, target)
             Console().print(f"client {cid}: wrote {target}")
     except (ExportError, ConfigError, ValueError) as e:
         fail(str(e))

@@ -77,11 +77,10 @@ def client_round(
             reason = f"local loss became NaN or Inf at step {stats.steps + 1}"
             return ClientResult({}, dict(kept), stats, time.perf_counter() - start, failure=reason)
         state = host.state()
-    new = state
     trained = layers if plan.train or plan.then_train else ()
     return ClientResult(
-        upload=plan.uploads(new),
-        keep=plan.select(new, plan.keep + HEAD),
+        upload=plan.uploads(state),
+        keep=plan.select(state, plan.keep + HEAD),
         stats=stats,
         seconds=time.perf_counter() - start,
         layers=trained,

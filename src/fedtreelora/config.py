@@ -317,9 +317,14 @@ def load_config(path: Path | None, overrides: list[str], options_for: Mapping[st
     return from_raw(raw, options_for)
 
 
+def copy_sections(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of nested settings that popping keys or applying overrides will not reach back through."""
+    return {k: dict(v) if isinstance(v, dict) else v for k, v in raw.items()}
+
+
 def from_raw(raw: dict[str, Any], options_for: Mapping[str, type]) -> RunConfig:
     """A validated config from nested settings (a parsed TOML file, or a stored ``RunConfig.to_dict()``)."""
-    raw = {k: dict(v) if isinstance(v, dict) else v for k, v in raw.items()}  # popped below: copy
+    raw = copy_sections(raw)  # popped below
     cfg = RunConfig()
     method = raw.pop("method", cfg.method)
     check(
@@ -385,7 +390,7 @@ def resume_config(stored: dict[str, Any], overrides: list[str], options_for: Map
     """A stored run's config with ``overrides`` that may only extend it (raise ``federation.rounds``) or
     change how it runs (``RUNTIME_ONLY``); anything that would change the experiment is refused."""
     before = from_raw(stored, options_for)
-    raw = {k: dict(v) if isinstance(v, dict) else v for k, v in stored.items()}
+    raw = copy_sections(stored)
     for assignment in overrides:
         apply_override(raw, assignment)
     after = from_raw(raw, options_for)

@@ -15,6 +15,8 @@ client's logits with no fedtreelora code.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,71 +24,84 @@ import torch
 from peft import LoraConfig, get_peft_model
 from torch import Tensor
 
-from .adapters import State, default_targets, find_targets
-from .config import ConfigError, from_raw
+from .adapters import ModuleState, State, default_targets, find_targets, split_state
+from .config import ConfigError, RunConfig, from_raw
+from .data import TaskData
 from .federation import load_clients
 from .methods import Method, options_for
 from .mixers import NotExportable
 from .runtime import checkpoint
+from .tasks import Task
 
 
 class ExportError(ValueError):
     """Why a client's model cannot be exported (one line)."""
 
 
-def merged_lora(method: Method, state: State, key: str, lora_alpha: float) -> tuple[Tensor, Tensor] | None:
-    """One module's experts as one LoRA: A (R, d_in), B (d_out, R) with weights and scales in B."""
-    experts = sorted(
-        {n[len(key) + 1 :].rsplit(".", 1)[0] for n in state if n.startswith(f"{key}.") and n.endswith(".A")}
-    )
-    if not experts:
-        return None
-    layer = key.rsplit(".", 1)[0]  # layers.l
-    params = {
-        n[len(key) + 1 :]: t
-        for n, t in state.items()
-        if n.startswith(f"{key}.") and not n.endswith((".A", ".B"))
-    }
-    mix = {n[len(layer) + 5 :]: t for n, t in state.items() if n.startswith(f"{layer}.mix.")}
+def merged_lora(
+    method: Method, module: ModuleState, layer: Mapping[str, Tensor], lora_alpha: float
+) -> tuple[Tensor, Tensor]:
+    """One module's experts as one LoRA: A (R, d_in), B (d_out, R) with weights and scales in B.
+    ``layer``: the module's layer's mixing parameters (FedTreeLoRA's alphas)."""
     try:
-        weighted = method.mixer.export(experts, params, mix)
+        weighted = method.mixer.export(sorted(module.experts), module.params, layer)
     except NotExportable as err:
         raise ExportError(f"{type(method).__name__} cannot be exported as one LoRA: {err}") from err
     a_parts, b_parts = [], []
     for expert, weight in weighted:
-        a, b = state[f"{key}.{expert}.A"], state[f"{key}.{expert}.B"]  # (r, d_in), (d_out, r)
+        a, b = module.experts[expert]  # (r, d_in), (d_out, r)
         scale = lora_alpha / a.shape[0]
         a_parts.append(a)
         b_parts.append(b * (weight * scale))
     return torch.cat(a_parts, 0), torch.cat(b_parts, 1)
 
 
-def export_client(folder: Path, client_id: int, out: Path) -> Path:
-    """Write client ``client_id``'s personalised adapter from run folder ``folder`` into ``out``."""
+@dataclass(frozen=True)
+class Run:
+    """A run folder opened once (its checkpoint and its data), to export any of its clients."""
+
+    cfg: RunConfig
+    method: Method
+    kept: dict[int, State]
+    kind: type[Task]
+    tasks: list[TaskData]
+
+
+def open_run(folder: Path) -> Run:
     state = checkpoint.load(folder)
     if state is None:
         raise ExportError(
             f"{folder}: no {checkpoint.CHECKPOINT}; export reads a run folder written by fedtreelora run"
         )
     cfg = from_raw(state["config"], options_for())
-    method: Method = state["method"]
-    kept: dict[int, State] = state["kept"]
-    if client_id not in kept:
-        raise ExportError(f"--client {client_id}: the run has clients 0..{len(kept) - 1}")
-    personal = method.client_state(kept[client_id], method.payload(client_id))
     try:
         kind, tasks, _ = load_clients(cfg)
     except ConfigError as err:
         raise ExportError(f"the run's data is needed to rebuild its model: {err}") from err
-    loaded = kind.load(cfg, tasks)
+    return Run(cfg, state["method"], state["kept"], kind, tasks)
+
+
+def export_client(folder: Path, client_id: int, out: Path) -> Path:
+    """Write client ``client_id``'s personalised adapter from run folder ``folder`` into ``out``."""
+    return export(open_run(folder), client_id, out)
+
+
+def export(run: Run, client_id: int, out: Path) -> Path:
+    """Write one client's personalised adapter into ``out`` (the backbone is loaded afresh: PEFT wraps it)."""
+    cfg, method, kept, kind = run.cfg, run.method, run.kept, run.kind
+    if client_id not in kept:
+        raise ExportError(f"--client {client_id}: the run has clients 0..{len(kept) - 1}")
+    personal = method.client_state(kept[client_id], method.payload(client_id))
+    loaded = kind.load(cfg, run.tasks)
     model = loaded.model
     targets = cfg.model.targets or default_targets(model)
     modules = find_targets(model, targets)
+    by_module, by_layer = split_state(personal)
     merged = {}
     for path, layer, target, _ in modules:
-        lora = merged_lora(method, personal, f"layers.{layer}.{target}", cfg.model.lora_alpha)
-        if lora is not None:
-            merged[path] = lora
+        module = by_module.get(f"layers.{layer}.{target}")
+        if module is not None and module.experts:
+            merged[path] = merged_lora(method, module, by_layer.get(layer, {}), cfg.model.lora_alpha)
     if not merged:
         raise ExportError(
             f"{cfg.method}: the client holds no LoRA (nothing was trained), so there is no adapter to export"

@@ -14,7 +14,7 @@ import numpy as np
 from matplotlib.ticker import MaxNLocator
 from scipy.cluster.hierarchy import dendrogram
 
-from .results import metric_of, round_score
+from .results import allocates, allocation_of, metric_of, round_score
 
 
 def cut_height(z: np.ndarray, k: int) -> float:
@@ -189,8 +189,7 @@ def allocation_geometry(results: Mapping[str, Any]) -> tuple[int, dict[float, np
 def plot_allocation(results: Mapping[str, Any], path: Path) -> None:
     """The allocation's geometry: per layer, how many clients trained it per round, one line per budget."""
     n_layers, groups = allocation_geometry(results)
-    strategy = (results["config"].get("allocation") or {}).get("strategy", "none")
-    pattern = (results["config"].get("allocation") or {}).get("pattern", "")
+    settings = allocation_of(results)
     fig, ax = plt.subplots(figsize=(6.5, 3.6))
     x = np.arange(n_layers)
     for budget, counts in groups.items():
@@ -202,7 +201,7 @@ def plot_allocation(results: Mapping[str, Any], path: Path) -> None:
     layer_ticks(ax, n_layers)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    ax.set_title(f"allocation: {strategy}" + (f", {pattern}" if strategy != "none" else ""))
+    ax.set_title(f"allocation: {settings.get('strategy', 'none')}, {settings.get('pattern', '')}")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -226,7 +225,7 @@ def write_plots(
             tau = (results["config"].get(results["method"]) or {}).get("tau")
             plot_silhouettes(topology, out / "silhouettes.png", tau)
             written.append(out / "silhouettes.png")
-    if (results["config"].get("allocation") or {}).get("strategy", "none") != "none":
+    if allocates(results):
         plot_allocation(results, out / "allocation.png")
         written.append(out / "allocation.png")
     return written

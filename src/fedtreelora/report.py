@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from .plots import leaf_labels, plot_allocation, plot_tree, plt
-from .results import mean_score, metric_of, round_score
+from .results import allocates, mean_score, metric_of, round_score
 from .topology import cut
 
 Cells = dict[tuple[str, str], list[dict[str, Any]]]  # (variant, task) -> results of its seeds
@@ -353,7 +353,7 @@ def write_report(out: Path) -> list[Path]:
             written.append(path)
     for (variant, task), results in sorted(cells.items()):
         first = min(results, key=lambda r: r["seed"])
-        if (first["config"].get("allocation") or {}).get("strategy", "none") != "none":
+        if allocates(first):
             path = plots / f"allocation_{variant}_{task}.png"  # the allocation's geometry (seed shown: first)
             plot_allocation(first, path)
             written.append(path)

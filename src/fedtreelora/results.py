@@ -31,6 +31,16 @@ def round_score(row: Mapping[str, Any]) -> float | None:
     return None if value is None else float(value)
 
 
+def allocation_of(results: Mapping[str, Any]) -> dict[str, Any]:
+    """The run's ``[allocation]`` settings ({} in files written before Fed-HeLLo: strategy "none")."""
+    return dict(results["config"].get("allocation") or {})
+
+
+def allocates(results: Mapping[str, Any]) -> bool:
+    """Whether the run restricted clients to layer budgets (a strategy other than "none")."""
+    return allocation_of(results).get("strategy", "none") != "none"
+
+
 def metric_of(results: Mapping[str, Any]) -> str:
     return str(results.get("metric", "accuracy"))
 

@@ -51,13 +51,15 @@ class Allocator(ABC):
 
     name: ClassVar[str]
     summary: ClassVar[str]  # one line for ``fedtreelora allocations``
+    budgeted: ClassVar[bool] = True  # False: ``allocation.budgets`` is ignored and every client has them all
 
     def __init__(self, cfg: AllocationConfig, layers: Sequence[int], client_ids: Sequence[int], seed: int):
         self.cfg = cfg
         self.layers = list(layers)  # the adapted layers' indices, shallow to deep
         self.client_ids = list(client_ids)
         self.seed = seed
-        fractions = client_fractions(cfg.budgets, len(self.client_ids))
+        n = len(self.client_ids)
+        fractions = client_fractions(cfg.budgets, n) if self.budgeted else [1.0] * n
         self.fractions = dict(zip(self.client_ids, fractions, strict=True))
         self.budgets = {cid: budget_layers(f, len(self.layers)) for cid, f in self.fractions.items()}
         self.scores: dict[int, dict[int, float]] = {}  # per client, its latest Fisher scores by layer

@@ -9,6 +9,7 @@ state, as if the server had aborted it.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import statistics
 import time
@@ -85,17 +86,13 @@ def run(
             progress.rows.append(row)
             progress.next_round = rnd + 1
             if out is not None:
-                checkpoint.save(out, fed, dataclass_copy(progress, elapsed=row["seconds"]))
+                # the wall time so far becomes the next start's offset
+                checkpoint.save(out, fed, dataclasses.replace(progress, elapsed=row["seconds"]))
             if observer is not None:
                 observer.round_done(row)
     finally:
         executor.close()
     return _results(fed, progress, progress.elapsed + time.perf_counter() - t0)
-
-
-def dataclass_copy(progress: Progress, elapsed: float) -> Progress:
-    """The progress as a checkpoint stores it: the wall time so far becomes the next start's offset."""
-    return Progress(**{**progress.__dict__, "elapsed": elapsed})
 
 
 @dataclass
