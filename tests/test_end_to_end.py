@@ -24,7 +24,7 @@ CONTRACT = {
 }
 
 
-def tiny_run(model: Path, data: Path, *sets: str) -> dict[str, Any]:
+def tiny_sets_for(model: Path, data: Path, *sets: str) -> list[str]:
     base = [
         f"model.name='{model}'",
         f"data.dir='{data}'",
@@ -38,7 +38,11 @@ def tiny_run(model: Path, data: Path, *sets: str) -> dict[str, Any]:
         "fedlease.warmup_rounds=1",
         "model.max_length=16",
     ]
-    return run(load_config(None, [*base, *sets], options_for()))
+    return [*base, *sets]
+
+
+def tiny_run(model: Path, data: Path, *sets: str) -> dict[str, Any]:
+    return run(load_config(None, tiny_sets_for(model, data, *sets), options_for()))
 
 
 def check_contract(res: dict[str, Any]) -> None:

@@ -99,6 +99,11 @@ def run(
     for name, other in others_cfg.items():  # after the main run, so its numbers come first
         others[name] = _run_with_progress(other, folders[name], resume is not None)
         (folders[name] / "results.json").write_text(json.dumps(others[name], indent=1))
+    _summarise(out, results, others)
+
+
+def _summarise(out: Path, results: dict[str, Any], others: dict[str, dict[str, Any]]) -> None:
+    """Plots into the run folder, and the headline numbers on the terminal."""
     from .plots import write_plots
 
     pictures = write_plots(results, out, others)
@@ -208,6 +213,87 @@ def _run_with_progress(cfg: RunConfig, out: Path | None = None, resume: bool = F
         finally:
             logging.getLogger("fedtreelora").removeHandler(handler)
     raise AssertionError("unreachable")
+
+
+@app.command()
+def deploy(
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="TOML file with settings")] = None,
+    sets: Annotated[
+        list[str] | None, typer.Option("--set", "-s", help="override: key=value (repeatable)")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="output folder (default runs/<method>-s<seed>-flower)")
+    ] = None,
+    nodes: Annotated[
+        int | None,
+        typer.Option("--nodes", "-n", min=1, help="SuperNodes, one per client (sets data.n_clients)"),
+    ] = None,
+    resume: Annotated[
+        Path | None, typer.Option("--resume", help="continue the deployed run stored in this folder")
+    ] = None,
+    secure: Annotated[
+        bool, typer.Option("--secure", help="TLS everywhere, and only registered node keys may join")
+    ] = False,
+    round_timeout: Annotated[
+        float, typer.Option(min=1, help="seconds a node may take for one message before it is left out")
+    ] = 600.0,
+    threads: Annotated[int, typer.Option(min=1, help="torch threads per node")] = 1,
+    plan: Annotated[
+        bool,
+        typer.Option(
+            "--plan",
+            help="start nothing: write the run folder, keys and certificates; print the commands to run",
+        ),
+    ] = False,
+    address: Annotated[
+        str, typer.Option(help="with --plan: the address nodes reach the SuperLink at (another machine's)")
+    ] = "127.0.0.1",
+) -> None:
+    """Run a federation on the Flower deployment engine: a SuperLink and one SuperNode per client, all on
+    127.0.0.1 (docs/DEPLOY.md).
+
+    Writes the same run folder as `fedtreelora run` (Flower's logs, keys and the nodes' client states go to
+    its flower/ sub-folder) and stops every process it started, also on Ctrl-C."""
+    from .config import absolute_paths
+    from .methods import options_for
+
+    if address != "127.0.0.1" and not plan:
+        fail("--address: deploy starts its processes on 127.0.0.1 only; use --plan for other machines")
+    try:
+        extra = [f"data.n_clients={nodes}"] if nodes is not None else []
+        if resume is not None:
+            cfg = _resumed(resume, config, out, None, [*(sets or []), *extra])
+        else:
+            cfg = absolute_paths(load_config(config, [*(sets or []), *extra], options_for()))
+    except ConfigError as e:
+        fail(str(e))
+    try:
+        from .runtime.flower.deploy import DeployError, LocalFederation
+    except ImportError:
+        fail("deploy needs Flower: pip install 'fedtreelora[flower]'")
+    out = resume or out or Path("runs") / f"{cfg.method}-s{cfg.seed}-flower"
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / CONFIG).write_text(json.dumps(cfg.to_dict(), indent=1))
+    except OSError as e:
+        fail(f"--out: cannot write to {out}: {e.strerror}")
+    n = cfg.data.n_clients
+    if plan:
+        kit = LocalFederation(out / "flower", secure=secure, threads=threads)
+        kit.prepare(address)
+        script = kit.script(n, out, round_timeout)
+        (kit.folder / "commands.sh").write_text(script)
+        Console().print(script, highlight=False, soft_wrap=True)
+        err.print(f"wrote {out / CONFIG} and {kit.folder} (app, keys, certificates, commands.sh)")
+        return
+    try:
+        with LocalFederation(out / "flower", secure=secure, threads=threads) as federation:
+            err.print(f"starting a SuperLink and {n} SuperNodes on 127.0.0.1 (logs: {federation.logs})")
+            federation.start(n)
+            federation.run(out, resume is not None, round_timeout, on_line=err.print)
+    except DeployError as e:
+        fail(str(e))
+    _summarise(out, json.loads((out / "results.json").read_text()), {})
 
 
 @app.command()

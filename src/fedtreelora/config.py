@@ -372,6 +372,21 @@ def _flat(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def absolute_paths(cfg: RunConfig) -> RunConfig:
+    """``cfg`` with its data folders (and a model given as a folder) made absolute: for processes that start
+    elsewhere than the current directory (a Flower ServerApp and its nodes)."""
+
+    def absolute(p: str) -> str:
+        return str(Path(p).resolve())
+
+    data = dataclasses.replace(
+        cfg.data, dir=absolute(cfg.data.dir), tasks=[absolute(t) for t in cfg.data.tasks]
+    )
+    name = cfg.model.name
+    model = dataclasses.replace(cfg.model, name=absolute(name)) if Path(name).exists() else cfg.model
+    return dataclasses.replace(cfg, data=data, model=model)
+
+
 def experiment_changes(before: RunConfig, after: RunConfig) -> list[str]:
     """Settings that differ between two configs of one run, beyond what a resumed run may change: raise
     ``federation.rounds`` (extend it) and ``RUNTIME_ONLY``."""

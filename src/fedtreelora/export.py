@@ -31,6 +31,7 @@ from .federation import load_clients
 from .methods import Method, options_for
 from .mixers import NotExportable
 from .runtime import checkpoint
+from .runtime.node import local_node_states
 from .tasks import Task
 
 
@@ -78,7 +79,11 @@ def open_run(folder: Path) -> Run:
         kind, tasks, _ = load_clients(cfg)
     except ConfigError as err:
         raise ExportError(f"the run's data is needed to rebuild its model: {err}") from err
-    return Run(cfg, state["method"], state["kept"], kind, tasks)
+    kept = state["kept"]
+    deployed = local_node_states(folder, state.get("kept_round", {}))
+    if deployed is not None:  # a Flower run: the nodes kept the states, the checkpoint only their rounds
+        kept = deployed
+    return Run(cfg, state["method"], kept, kind, tasks)
 
 
 def export_client(folder: Path, client_id: int, out: Path) -> Path:
@@ -90,7 +95,11 @@ def export(run: Run, client_id: int, out: Path) -> Path:
     """Write one client's personalised adapter into ``out`` (the backbone is loaded afresh: PEFT wraps it)."""
     cfg, method, kept, kind = run.cfg, run.method, run.kept, run.kind
     if client_id not in kept:
-        raise ExportError(f"--client {client_id}: the run has clients 0..{len(kept) - 1}")
+        raise ExportError(
+            f"--client {client_id}: the run has clients 0..{cfg.data.n_clients - 1}"
+            + (", and this one's state is not in this folder (a deployed run's nodes keep them)"
+               if 0 <= client_id < cfg.data.n_clients else "")
+        )  # fmt: skip
     personal = method.client_state(kept[client_id], method.payload(client_id))
     loaded = kind.load(cfg, run.tasks)
     model = loaded.model

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +28,7 @@ class Federation:
     kept: dict[int, State]  # each client's own adapter state between rounds: all a client costs in memory
     allocator: Allocator  # which layers each client trains per round (Fed-HeLLo; "none": all of them)
     unsent: dict[int, frozenset[int]]  # per client, layers trained since its last upload
+    kept_round: dict[int, int]  # per client, the round its kept state comes from (-1: initial)
 
 
 def load_clients(cfg: RunConfig) -> tuple[type[Task], list[TaskData], list[ClientData]]:
@@ -54,8 +56,12 @@ def load_clients(cfg: RunConfig) -> tuple[type[Task], list[TaskData], list[Clien
     return kind, tasks, clients
 
 
-def prepare(cfg: RunConfig) -> Federation:
-    """Load data and the backbone, partition clients, tokenise once, and set up the method."""
+def prepare(cfg: RunConfig, encode: bool | Collection[int] = True) -> Federation:
+    """Load data and the backbone, partition clients, tokenise once, and set up the method.
+
+    ``encode`` says whose rows are tokenised: everyone's (True), or only some clients' (a deployed node
+    tokenises only its own).
+    """
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     kind, tasks, clients = load_clients(cfg)
@@ -74,15 +80,17 @@ def prepare(cfg: RunConfig) -> Federation:
     infos = [ClientInfo(c.client_id, len(c.train)) for c in clients]
     method = create(cfg, layout, infos)
     head_state = host.initial_head()
+    own = [c for c in clients if encode is True or (encode is not False and c.client_id in encode)]
     return Federation(
         cfg=cfg,
         host=host,
         task=task,
         clients=clients,
-        train={c.client_id: task.encode(c.train) for c in clients},
-        test={c.client_id: task.encode(c.test) for c in clients},
+        train={c.client_id: task.encode(c.train) for c in own},
+        test={c.client_id: task.encode(c.test) for c in own},
         method=method,
         kept={c.client_id: {**method.init_client_state(c.client_id), **head_state} for c in clients},
         allocator=create_allocator(cfg.allocation, layout.layers, [c.client_id for c in clients], cfg.seed),
         unsent={c.client_id: frozenset() for c in clients},
+        kept_round={c.client_id: -1 for c in clients},
     )

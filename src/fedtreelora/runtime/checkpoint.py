@@ -1,8 +1,9 @@
 """Checkpoints: everything a run needs to continue after a crash with exactly the numbers it would have had.
 
 After every round the run folder gets ``checkpoint.pt``: the method's server state (experts, tree,
-routers: the ``Method`` object itself), every client's kept state and unsent layers, the allocator (its
-Fisher scores), the results so far and the global RNG states. Every random draw of a run is seeded from
+routers: the ``Method`` object itself), every client's kept state and unsent layers (and the round each
+kept state comes from: a deployed runtime's nodes keep the states themselves), the allocator (its Fisher
+scores), the results so far and the global RNG states. Every random draw of a run is seeded from
 (seed, round, client), so those states are kept for completeness, not because a round depends on them.
 The file is written to a temporary name, synced, and renamed over the previous one: a kill at any instant
 leaves the last complete checkpoint. Only the latest is kept; it stays after the run ends, so that
@@ -52,6 +53,7 @@ def save(folder: Path, fed: Federation, progress: Progress) -> Path:
         "method": fed.method,
         "kept": fed.kept,
         "unsent": fed.unsent,
+        "kept_round": fed.kept_round,
         "allocator": fed.allocator,
         "progress": progress,
         "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()},
@@ -94,6 +96,7 @@ def restore(fed: Federation, state: dict[str, Any]) -> Progress:
     fed.method = state["method"]
     fed.method.rounds = fed.cfg.federation.rounds  # a resumed run may have been extended
     fed.kept, fed.unsent, fed.allocator = state["kept"], state["unsent"], state["allocator"]
+    fed.kept_round = state.get("kept_round", fed.kept_round)  # absent before the Flower runtime: unused then
     rng = state["rng"]
     torch.set_rng_state(rng["torch"])
     np.random.set_state(rng["numpy"])

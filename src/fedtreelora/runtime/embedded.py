@@ -13,6 +13,7 @@ import dataclasses
 import logging
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -28,7 +29,7 @@ from ..tasks import Score
 from ..validation import check_upload, norm_outliers
 from . import checkpoint
 from .checkpoint import Progress
-from .executors import EvalJob, InProcess, TrainJob, WorkerPool
+from .executors import EvalJob, Executor, InProcess, TrainJob, WorkerPool
 
 log = logging.getLogger("fedtreelora")
 
@@ -62,12 +63,24 @@ def nbytes(state: State) -> int:
     return sum(t.numel() * t.element_size() for t in state.values())
 
 
+def local_executor(fed: Federation) -> Executor:
+    """This runtime's own executor: clients in this process, or on ``federation.workers`` processes."""
+    workers = fed.cfg.federation.workers
+    return WorkerPool(fed.cfg, workers) if workers else InProcess(fed)
+
+
 def run(
-    cfg: RunConfig, observer: Observer | None = None, out: Path | None = None, resume: bool = False
+    cfg: RunConfig,
+    observer: Observer | None = None,
+    out: Path | None = None,
+    resume: bool = False,
+    executor: Callable[[Federation], Executor] = local_executor,
 ) -> dict[str, Any]:
     """Run ``cfg`` to the end and return the results dict (docs/RESULTS_FORMAT.md).
 
     With ``out`` a checkpoint is written there after every round; ``resume`` continues from it if present.
+    ``executor`` says where clients run: the Flower runtime passes one that sends them to its nodes (which
+    keep their clients' states themselves), so this loop is the only round loop.
     """
     t0 = time.perf_counter()
     fed = prepare(cfg)
@@ -77,11 +90,10 @@ def run(
     state = checkpoint.load(out) if out is not None and resume else None
     if state is not None:
         progress = checkpoint.restore(fed, state)
-    workers = cfg.federation.workers
-    executor: InProcess | WorkerPool = WorkerPool(cfg, workers) if workers else InProcess(fed)
+    clients = executor(fed)
     try:
         for rnd in range(progress.next_round, cfg.federation.rounds):
-            row = _round(fed, executor, observer, progress, rnd)
+            row = _round(fed, clients, observer, progress, rnd)
             row["seconds"] = progress.elapsed + time.perf_counter() - t0
             progress.rows.append(row)
             progress.next_round = rnd + 1
@@ -91,7 +103,7 @@ def run(
             if observer is not None:
                 observer.round_done(row)
     finally:
-        executor.close()
+        clients.close()
     return _results(fed, progress, progress.elapsed + time.perf_counter() - t0)
 
 
@@ -102,7 +114,7 @@ class Reply:
 
 
 def _round(
-    fed: Federation, executor: InProcess | WorkerPool, observer: Observer | None, progress: Progress, rnd: int
+    fed: Federation, executor: Executor, observer: Observer | None, progress: Progress, rnd: int
 ) -> dict[str, Any]:
     cfg, method = fed.cfg, fed.method
     plan = method.plan(rnd)
@@ -121,6 +133,8 @@ def _round(
                 client_seed(cfg.seed, rnd, c.client_id),
                 fed.allocator.assign(rnd, c.client_id),
                 fed.unsent[c.client_id],
+                fed.kept_round[c.client_id],
+                rnd,
             )
         )
     replies: dict[int, Reply] = {}
@@ -140,14 +154,18 @@ def _round(
                     cfg.federation.min_clients)  # fmt: skip
     trained: dict[str, list[int]] = {}
     if not skipped:
-        uploads = _apply(fed, replies, progress, trained)
+        uploads = _apply(fed, rnd, replies, progress, trained)
         start, topo_before = time.perf_counter(), method.topology_seconds
         method.aggregate(rnd, uploads)
         # A topology built inside aggregate() is reported on its own, not as aggregation time.
         progress.agg_seconds.append(time.perf_counter() - start - (method.topology_seconds - topo_before))
     evaluated = rnd == cfg.federation.rounds - 1 or (rnd + 1) % cfg.federation.eval_every == 0
+    unevaluated: list[int] = []
     if evaluated:
-        progress.scores = evaluate(fed, executor)
+        scores = evaluate(fed, executor)
+        unevaluated = [c.client_id for c in fed.clients if c.client_id not in scores]
+        # A client that did not answer keeps its last score (NaN if it never had one); the row says which.
+        progress.scores = {c.client_id: Score(float("nan")) for c in fed.clients} | progress.scores | scores
     losses = [(r.result.stats.loss, r.result.stats.samples) for r in replies.values()]
     row: dict[str, Any] = {
         "round": rnd,
@@ -163,6 +181,8 @@ def _round(
         row["failed"] = failed
     if skipped:
         row["skipped"] = True
+    if unevaluated:
+        row["unevaluated"] = unevaluated
     return row
 
 
@@ -185,7 +205,7 @@ def _invalid(fed: Federation, replies: dict[int, Reply]) -> dict[int, str]:
 
 
 def _apply(
-    fed: Federation, replies: dict[int, Reply], progress: Progress, trained: dict[str, list[int]]
+    fed: Federation, rnd: int, replies: dict[int, Reply], progress: Progress, trained: dict[str, list[int]]
 ) -> dict[int, State]:
     """The valid replies update their clients' kept state; returns their uploads for aggregation."""
     uploads: dict[int, State] = {}
@@ -193,6 +213,7 @@ def _apply(
     for cid, reply in replies.items():
         result = reply.result
         fed.kept[cid], fed.unsent[cid], uploads[cid] = result.keep, result.unsent, result.upload
+        fed.kept_round[cid] = rnd
         trained[str(cid)] = list(result.layers)
         if result.scores is not None:
             fed.allocator.observe(cid, result.scores)
@@ -207,8 +228,9 @@ def _results(fed: Federation, progress: Progress, total_seconds: float) -> dict[
     first = fed.clients[0].client_id
     last_round = cfg.federation.rounds - 1
     params: dict[str, Any] = {
+        # Counted on the initial state's shapes: a deployed runtime's server never sees what clients keep.
         "trainable": method.trainable_count(
-            last_round, method.client_state(fed.kept[first], method.payload(first))
+            last_round, method.client_state(method.init_client_state(first), method.payload(first))
         ),
         "communicated_per_round": progress.round_numel,  # per client, last round, up + down
         "targets": fed.host.targets,  # the modules that carry LoRA (model.targets, or the model's default)
@@ -228,7 +250,12 @@ def _results(fed: Federation, progress: Progress, total_seconds: float) -> dict[
     )  # fmt: skip
 
 
-def evaluate(fed: Federation, executor: InProcess | WorkerPool) -> dict[int, Score]:
-    """Every client scores its personalised model on its own test split."""
-    jobs = [EvalJob(c.client_id, fed.kept[c.client_id], fed.method.payload(c.client_id)) for c in fed.clients]
-    return {job.client_id: score for job, score in zip(jobs, executor.evaluate(jobs), strict=True)}
+def evaluate(fed: Federation, executor: Executor) -> dict[int, Score]:
+    """Every client scores its personalised model on its own test split (those that answer)."""
+    jobs = [
+        EvalJob(
+            c.client_id, fed.kept[c.client_id], fed.method.payload(c.client_id), fed.kept_round[c.client_id]
+        )
+        for c in fed.clients
+    ]
+    return executor.evaluate(jobs)

@@ -13,10 +13,10 @@ import io
 import multiprocessing
 import signal
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
@@ -38,6 +38,8 @@ class TrainJob:
     seed: int
     assignment: Assignment | None = None  # the layers it trains (Fed-HeLLo); None = every layer
     unsent: frozenset[int] = frozenset()  # layers it trained in earlier rounds and has not uploaded yet
+    kept_round: int = -1  # the round ``kept`` comes from (-1: the initial state); a node reads it from disk
+    round: int = 0  # the round this job trains in
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,21 @@ class EvalJob:
     client_id: int
     kept: State
     payload: State
+    kept_round: int = -1
+
+
+class Executor(Protocol):
+    """Where client work runs: in this process, on worker processes, or on deployed nodes (Flower).
+
+    ``train`` yields one result per job, in the jobs' order; a client that cannot be reached gets a failed
+    result. ``evaluate`` returns the scores it got: a deployed node may not answer.
+    """
+
+    def train(self, jobs: Sequence[TrainJob]) -> Iterator[ClientResult]: ...
+
+    def evaluate(self, jobs: Sequence[EvalJob]) -> dict[int, Score]: ...
+
+    def close(self) -> None: ...
 
 
 def run_train(fed: Federation, job: TrainJob) -> ClientResult:
@@ -65,11 +82,11 @@ class InProcess:
     def __init__(self, fed: Federation) -> None:
         self.fed = fed
 
-    def train(self, jobs: Iterable[TrainJob]) -> Iterator[ClientResult]:
+    def train(self, jobs: Sequence[TrainJob]) -> Iterator[ClientResult]:
         return (run_train(self.fed, job) for job in jobs)
 
-    def evaluate(self, jobs: Iterable[EvalJob]) -> Iterator[Score]:
-        return (run_eval(self.fed, job) for job in jobs)
+    def evaluate(self, jobs: Sequence[EvalJob]) -> dict[int, Score]:
+        return {job.client_id: run_eval(self.fed, job) for job in jobs}
 
     def close(self) -> None:
         pass
@@ -132,11 +149,12 @@ class WorkerPool:
             workers, mp_context=context, initializer=_init_worker, initargs=(cfg,)
         )
 
-    def train(self, jobs: Iterable[TrainJob]) -> Iterator[ClientResult]:
+    def train(self, jobs: Sequence[TrainJob]) -> Iterator[ClientResult]:
         return (unpack(r) for r in self.pool.map(_train_in_worker, (pack(job) for job in jobs)))
 
-    def evaluate(self, jobs: Iterable[EvalJob]) -> Iterator[Score]:
-        return self.pool.map(_eval_in_worker, (pack(job) for job in jobs))
+    def evaluate(self, jobs: Sequence[EvalJob]) -> dict[int, Score]:
+        scores = self.pool.map(_eval_in_worker, (pack(job) for job in jobs))
+        return {job.client_id: score for job, score in zip(jobs, scores, strict=True)}
 
     def close(self) -> None:
         self.pool.shutdown(cancel_futures=True)
