@@ -57,6 +57,29 @@ def test_a_flower_federation_gives_the_embedded_numbers(tmp_path: Path) -> None:
             assert deployed["topology"] == embedded["topology"]
             assert (out / CHECKPOINT).is_file()
     assert all(p.poll() is not None for p in federation.processes.values())
+    assert not leftovers(federation), "a Flower helper outlived the federation"
+
+
+def leftovers(federation: LocalFederation) -> list[str]:
+    """Running processes that talk to one of the federation's ports (Flower's SuperExecs and apps)."""
+    ports = {
+        a.split(":")[-1] for p in federation.processes.values() for a in p.args if "127.0.0.1:" in str(a)
+    }
+    ports |= {
+        str(p.args[i + 1])
+        for p in federation.processes.values()
+        for i, a in enumerate(p.args)
+        if a == "--port"
+    }
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            text = cmdline.read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if any(f"127.0.0.1:{port}" in text for port in ports) and "pytest" not in text:
+            found.append(text)
+    return found
 
 
 def test_a_killed_node_is_left_out_then_rejoins_and_an_unregistered_node_is_refused(tmp_path: Path) -> None:
@@ -80,6 +103,7 @@ def test_a_killed_node_is_left_out_then_rejoins_and_an_unregistered_node_is_refu
         chaos.start()
         federation.run(out, round_timeout=60, start_timeout=120)
         chaos.join()
+    assert not leftovers(federation), "a Flower helper outlived the federation"
     results = json.loads((out / "results.json").read_text())
     failed = [set(r.get("failed", {})) for r in results["rounds"]]
     assert failed[0] == set() and failed[1] == {"0"}, failed  # left out of the round it was killed in

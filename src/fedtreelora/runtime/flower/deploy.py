@@ -269,13 +269,51 @@ class LocalFederation:
             process.wait()
 
     def stop(self) -> None:
-        """Stop every process started here: SIGTERM, then SIGKILL what is left after 10 s."""
+        """Stop every process started here and every process they started (Flower's SuperExec runs in a
+        session of its own): SIGTERM, then SIGKILL whatever is left after 10 s. Returns when all are gone."""
+        helpers = _descendants({p.pid for p in self.processes.values()})
         for process in self.processes.values():
-            with contextlib.suppress(ProcessLookupError):  # the whole session: its helpers may outlive it
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGTERM)
+        for pid in helpers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + 10
         for name, process in self.processes.items():
             try:
                 process.wait(max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 self.kill(name)
+        while helpers and time.monotonic() < deadline:
+            helpers = {pid for pid in helpers if _alive(pid)}
+            time.sleep(0.1)
+        for pid in helpers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def _parents() -> dict[int, int]:
+    """pid -> parent pid of every process (Linux /proc; empty elsewhere)."""
+    out = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            out[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+    return out
+
+
+def _descendants(roots: set[int]) -> set[int]:
+    parents, found = _parents(), set(roots)
+    grew = True
+    while grew:
+        new = {pid for pid, parent in parents.items() if parent in found and pid not in found}
+        found |= new
+        grew = bool(new)
+    return found - roots
+
+
+def _alive(pid: int) -> bool:
+    """Running, and not a zombie waiting to be reaped."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
