@@ -1,6 +1,8 @@
 """The wire format and the node protocol, without Flower: a loopback through JSON and packed buffers."""
 
+import dataclasses
 import json
+import shutil
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -11,7 +13,7 @@ import torch
 from fedtreelora import wire
 from fedtreelora.allocation import Assignment
 from fedtreelora.client import ClientResult
-from fedtreelora.config import load_config
+from fedtreelora.config import load_config, rerooted
 from fedtreelora.federation import Federation
 from fedtreelora.methods import REGISTRY, ClientPlan, options_for
 from fedtreelora.runtime.embedded import run
@@ -126,3 +128,18 @@ def test_a_node_store_keeps_states_exactly_and_prunes_old_rounds(tmp_path: Path)
     assert torch.equal(store.load(2)["x"], torch.full((2,), 2.0))
     with pytest.raises(FileNotFoundError, match="no state of client client-3 for round 1"):
         store.load(1)
+
+
+def test_a_node_reads_its_copy_of_the_data_under_its_own_root(
+    tmp_path: Path, tiny_bert: Path, tiny_task: Path
+) -> None:
+    cfg = load_config(None, tiny_sets_for(tiny_bert, tiny_task), options_for())
+    assert rerooted(cfg, Path("/srv/copy")).data.dir == "/srv/copy"
+    tasks = dataclasses.replace(cfg.data, partition="task", tasks=["/a/flan/x", "/a/flan/y"], dir="/a/flan/x")
+    assert rerooted(dataclasses.replace(cfg, data=tasks), Path("/r")).data.tasks == ["/r/x", "/r/y"]
+    copy = tmp_path / "elsewhere"
+    shutil.copytree(tiny_task, copy)
+    request = {"config": cfg.to_dict(), "run_key": "k"}
+    here, there = Node.open(request, 1, tmp_path), Node.open(request, 1, tmp_path, data_root=copy)
+    assert there.fed.cfg.data.dir == str(copy)
+    assert [c.train for c in here.fed.clients] == [c.train for c in there.fed.clients]

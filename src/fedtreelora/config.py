@@ -9,6 +9,7 @@ one line and exit 2.
 from __future__ import annotations
 
 import dataclasses
+import os
 import tomllib
 import types
 import typing
@@ -385,6 +386,19 @@ def absolute_paths(cfg: RunConfig) -> RunConfig:
     name = cfg.model.name
     model = dataclasses.replace(cfg.model, name=absolute(name)) if Path(name).exists() else cfg.model
     return dataclasses.replace(cfg, data=data, model=model)
+
+
+def rerooted(cfg: RunConfig, root: Path) -> RunConfig:
+    """``cfg`` reading its data under ``root``: the data folders' deepest common folder becomes ``root``
+    (a single ``data.dir`` becomes ``root`` itself). For a node whose copy of the data lies elsewhere."""
+    folders = [Path(t) for t in cfg.data.tasks] if cfg.data.tasks else [Path(cfg.data.dir)]
+    common = Path(os.path.commonpath([str(f) for f in folders]))
+    data = dataclasses.replace(
+        cfg.data,
+        dir=str(root / Path(cfg.data.dir).relative_to(common)) if not cfg.data.tasks else cfg.data.dir,
+        tasks=[str(root / Path(t).relative_to(common)) for t in cfg.data.tasks],
+    )
+    return dataclasses.replace(cfg, data=data)
 
 
 def experiment_changes(before: RunConfig, after: RunConfig) -> list[str]:

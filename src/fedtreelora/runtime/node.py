@@ -131,11 +131,17 @@ class Node:
     store: NodeStore
 
     @classmethod
-    def open(cls, request: Mapping[str, Any], client_id: int, state_dir: Path) -> Node:
-        from ..config import from_raw
+    def open(
+        cls, request: Mapping[str, Any], client_id: int, state_dir: Path, data_root: Path | None = None
+    ) -> Node:
+        """The node for ``client_id`` of the request's run; ``data_root``: where this machine holds the
+        run's data, if not at the server's paths (``config.rerooted``)."""
+        from ..config import from_raw, rerooted
         from ..methods import options_for
 
         cfg = from_raw(request["config"], options_for())
+        if data_root is not None:
+            cfg = rerooted(cfg, data_root)
         if not 0 <= client_id < cfg.data.n_clients:
             raise ValueError(f"partition-id {client_id} is outside the run's {cfg.data.n_clients} clients")
         store = NodeStore(state_dir, request["run_key"], client_id)

@@ -2,7 +2,8 @@
 
 Node config (``flower-supernode --node-config``): ``partition-id`` (the client id), ``num-partitions``
 (the run's ``data.n_clients``), optionally ``state-dir`` (where the client's kept states live; default
-``~/.cache/fedtreelora/nodes``) and ``threads`` (torch threads; 1 when several nodes share a machine).
+``~/.cache/fedtreelora/nodes``), ``threads`` (torch threads; 1 when several nodes share a machine) and
+``data-root`` (where this machine holds the run's data, if not at the paths in the run's config).
 
 Flower starts a new process for every message, so every train or evaluate message pays for importing
 torch, loading the backbone and tokenising the client's rows (docs/PERFORMANCE.md measures it); the
@@ -46,7 +47,8 @@ def _node(request: dict[str, Any], context: Context) -> Node:
 
     config = context.node_config
     state_dir = Path(str(config.get("state-dir", Path.home() / ".cache" / "fedtreelora" / "nodes")))
-    node = Node.open(request, _partition(context)[0], state_dir.expanduser())
+    root = Path(str(config["data-root"])).expanduser() if "data-root" in config else None
+    node = Node.open(request, _partition(context)[0], state_dir.expanduser(), root)
     if "threads" in config:  # the run's own train.threads would override it in prepare()
         torch.set_num_threads(int(config["threads"]))
     return node
