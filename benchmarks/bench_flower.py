@@ -1,8 +1,8 @@
 """Seconds per round on the Flower deployment engine against the embedded runtime, and where they go.
 
-    .venv/bin/python benchmarks/bench_flower.py [--method fedit] [--rounds 3]
+    .venv/bin/python benchmarks/bench_flower.py [--config examples/smoke.toml] [--method fedit] [--rounds 3]
 
-Same config for both (examples/smoke.toml: 4 clients, MiniLM, one torch thread per client), the
+Same config for both (by default examples/smoke.toml: 4 clients, MiniLM; one torch thread per client), the
 embedded run first, then a loopback federation (a SuperLink and 4 SuperNodes on 127.0.0.1). Then the
 parts of a node's message measured on their own: starting a Python process that imports Flower and our
 ClientApp (what a query costs), the same plus torch and building the node (backbone load, tokenising
@@ -47,11 +47,12 @@ def timed_process(code: str, repeats: int = 3) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
+    parser.add_argument("--config", type=Path, default=ROOT / "examples" / "smoke.toml")
     parser.add_argument("--method", default="fedit")
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     sets = [f"method='{args.method}'", "train.threads=1", f"federation.rounds={args.rounds}"]
-    cfg = absolute_paths(load_config(ROOT / "examples" / "smoke.toml", sets, options_for()))
+    cfg = absolute_paths(load_config(args.config, sets, options_for()))
 
     embedded = run(cfg)
     with tempfile.TemporaryDirectory() as tmp:

@@ -61,7 +61,8 @@ def test_a_flower_federation_gives_the_embedded_numbers(tmp_path: Path) -> None:
 
 
 def leftovers(federation: LocalFederation) -> list[str]:
-    """Running processes that talk to one of the federation's ports (Flower's SuperExecs and apps)."""
+    """Running processes of the federation: on one of its ports (Flower's SuperExecs and apps) or working
+    in its folder (the nodes' warm processes)."""
     ports = {
         a.split(":")[-1] for p in federation.processes.values() for a in p.args if "127.0.0.1:" in str(a)
     }
@@ -77,7 +78,8 @@ def leftovers(federation: LocalFederation) -> list[str]:
             text = cmdline.read_bytes().replace(b"\0", b" ").decode()
         except OSError:
             continue
-        if any(f"127.0.0.1:{port}" in text for port in ports) and "pytest" not in text:
+        ours = any(f"127.0.0.1:{port}" in text for port in ports) or str(federation.folder) in text
+        if ours and "pytest" not in text:
             found.append(text)
     return found
 

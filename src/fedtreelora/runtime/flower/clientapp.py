@@ -2,31 +2,29 @@
 
 Node config (``flower-supernode --node-config``): ``partition-id`` (the client id), ``num-partitions``
 (the run's ``data.n_clients``), optionally ``state-dir`` (where the client's kept states live; default
-``~/.cache/fedtreelora/nodes``), ``threads`` (torch threads; 1 when several nodes share a machine) and
-``data-root`` (where this machine holds the run's data, if not at the paths in the run's config).
+``~/.cache/fedtreelora/nodes``), ``threads`` (torch threads; 1 when several nodes share a machine),
+``data-root`` (where this machine holds the run's data, if not at the paths in the run's config) and
+``warm`` (default true).
 
-Flower starts a new process for every message, so every train or evaluate message pays for importing
-torch, loading the backbone and tokenising the client's rows (docs/PERFORMANCE.md measures it); the
+Flower starts a new process for every message. Building the node in it (importing torch, loading the
+backbone, tokenising the client's rows) would cost seconds per message, so by default the ClientApp hands
+each request, as it came, to the node's warm process (``runtime/warm.py``), which keeps them between
+messages; ``warm=false`` builds the node in the ClientApp's own process every time. Either way the
 client's state between rounds lives on disk (``runtime/node.py``), not in Flower's per-run context, which
-a restarted node loses. The query handler imports nothing heavy: it only says which partition this is.
+a restarted node loses. No handler imports torch.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
+from .. import warm
 from . import records
-
-if TYPE_CHECKING:
-    from ...adapters import State
-    from ..node import Node
 
 app = ClientApp()
 
@@ -38,20 +36,6 @@ def _partition(context: Context) -> tuple[int, int]:
             "this SuperNode has no partition: start it with --node-config 'partition-id=I num-partitions=N'"
         )
     return int(config["partition-id"]), int(config["num-partitions"])
-
-
-def _node(request: dict[str, Any], context: Context) -> Node:
-    import torch
-
-    from ..node import Node
-
-    config = context.node_config
-    state_dir = Path(str(config.get("state-dir", Path.home() / ".cache" / "fedtreelora" / "nodes")))
-    root = Path(str(config["data-root"])).expanduser() if "data-root" in config else None
-    node = Node.open(request, _partition(context)[0], state_dir.expanduser(), root)
-    if "threads" in config:  # the run's own train.threads would override it in prepare()
-        torch.set_num_threads(int(config["threads"]))
-    return node
 
 
 @app.query()
@@ -70,31 +54,39 @@ def process_age() -> float:
         return float("nan")
 
 
-Work = Callable[["Node", dict[str, Any], "State"], tuple[dict[str, Any], "State | None"]]
-
-
-def _timed(work: Work, msg: Message, context: Context) -> Message:
-    """Run ``work`` on this message's node; the reply says where the node's time went (the server's
-    ``flower-timing.json`` collects it)."""
+def _answer(op: str, msg: Message, context: Context) -> Message:
+    """The node's answer to a train or evaluate request; the reply says where the node's time went
+    (the server's ``flower-timing.json`` collects it)."""
     age, entered = process_age(), time.perf_counter()
-    request, payload = records.read(msg)
-    node = _node(request, context)
-    opened = time.perf_counter()
-    reply, upload = work(node, request, payload)
-    reply["timing"] = {"startup": age, "open": opened - entered, "work": time.perf_counter() - opened}
-    return Message(records.content(reply, upload), reply_to=msg)
+    data, buffer = records.read_raw(msg)
+    config = context.node_config
+    default = Path.home() / ".cache" / "fedtreelora" / "nodes"
+    state_dir = Path(str(config.get("state-dir", default))).expanduser()
+    request = {
+        "op": op,
+        "request": data,
+        "client_id": _partition(context)[0],
+        "state_dir": str(state_dir),
+        "data_root": str(Path(str(config["data-root"])).expanduser()) if "data-root" in config else None,
+    }
+    threads = int(config.get("threads", 0))
+    if bool(config.get("warm", True)):
+        reply, out = warm.call(state_dir, request, buffer, threads)
+    else:
+        reply, out = warm.handle(request, buffer, {}, threads)
+    if "error" in reply:
+        raise RuntimeError(reply["error"])
+    timing = reply["timing"]
+    timing["open"] = time.perf_counter() - entered - timing["work"]  # with a warm node: the hand-over
+    timing["startup"] = age
+    return Message(records.raw_content(reply, out), reply_to=msg)
 
 
 @app.train()
 def train(msg: Message, context: Context) -> Message:
-    return _timed(lambda node, request, payload: node.train(request, payload), msg, context)
+    return _answer("train", msg, context)
 
 
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
-    from ...wire import score_to_json
-
-    def work(node: Node, request: dict[str, Any], payload: State) -> tuple[dict[str, Any], None]:
-        return score_to_json(node.evaluate(request, payload)), None
-
-    return _timed(work, msg, context)
+    return _answer("evaluate", msg, context)

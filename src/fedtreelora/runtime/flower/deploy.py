@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..warm import PIDFILE
 from .security import Certificates, make_certificates, make_node_key
 from .serverapp import LOG_PREFIX
 
@@ -271,7 +272,7 @@ class LocalFederation:
     def stop(self) -> None:
         """Stop every process started here and every process they started (Flower's SuperExec runs in a
         session of its own): SIGTERM, then SIGKILL whatever is left after 10 s. Returns when all are gone."""
-        helpers = _descendants({p.pid for p in self.processes.values()})
+        helpers = _descendants({p.pid for p in self.processes.values()}) | self._warm_nodes()
         for process in self.processes.values():
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGTERM)
@@ -290,6 +291,17 @@ class LocalFederation:
         for pid in helpers:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+
+    def _warm_nodes(self) -> set[int]:
+        """The nodes' warm processes (runtime/warm.py): started by short-lived ClientApps, so no longer
+        anybody's descendants; found by the pid files in the nodes' state-dirs."""
+        pids = set()
+        for pidfile in self.folder.glob(f"nodes/*/{PIDFILE}"):
+            with contextlib.suppress(OSError, ValueError):
+                pid = int(pidfile.read_text())
+                if b"fedtreelora.runtime.warm" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    pids.add(pid)
+        return pids
 
 
 def _parents() -> dict[int, int]:

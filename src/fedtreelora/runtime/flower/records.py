@@ -20,16 +20,26 @@ def content(data: Mapping[str, Any], state: State | None = None) -> RecordDict:
         from ... import wire
 
         spec, buffer = wire.pack_state(state)
-    records: dict[str, Any] = {"json": ConfigRecord({"text": json.dumps({**data, "spec": spec})})}
+    return raw_content({**data, "spec": spec}, buffer)
+
+
+def raw_content(data: Mapping[str, Any], buffer: bytes) -> RecordDict:
+    """A message's content from JSON data that already holds its state's ``spec``, and the state's buffer."""
     flat = Array(dtype="uint8", shape=(len(buffer),), stype="raw", data=buffer)  # no np.save copy
-    records["state"] = ArrayRecord({"flat": flat})
-    return RecordDict(records)
+    return RecordDict(
+        {"json": ConfigRecord({"text": json.dumps(data)}), "state": ArrayRecord({"flat": flat})}
+    )
+
+
+def read_raw(message: Message) -> tuple[dict[str, Any], bytes]:
+    """The JSON data (with the state's ``spec``) and the state's buffer, unpacked by nobody yet."""
+    data: dict[str, Any] = json.loads(str(message.content.config_records["json"]["text"]))
+    return data, bytes(message.content.array_records["state"]["flat"].data)
 
 
 def read(message: Message) -> tuple[dict[str, Any], State]:
     """The JSON data and the state of a message written by ``content``."""
     from ... import wire
 
-    data: dict[str, Any] = json.loads(str(message.content.config_records["json"]["text"]))
-    flat = message.content.array_records["state"]["flat"]
-    return data, wire.unpack_state(data.pop("spec"), flat.data)
+    data, buffer = read_raw(message)
+    return data, wire.unpack_state(data.pop("spec"), buffer)
