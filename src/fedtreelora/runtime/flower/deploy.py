@@ -220,8 +220,7 @@ class LocalFederation:
         process, each for its own terminal or machine. Writes the node keys (secure) first."""
         env = " ".join(f"{k}={v}" for k, v in {**ENV, "FLWR_HOME": str(self.home)}.items())
         lines = [f"export {env}", "", "# the SuperLink (server machine):", shlex.join(self.superlink_args())]
-        folder = self.folder / "keys"
-        keys = [make_node_key(folder / f"node-{i}") if self.secure else None for i in range(nodes)]
+        keys = [self.node_key(f"node-{i}", register=False) if self.secure else None for i in range(nodes)]
         if self.secure:
             lines += ["", "# register every node's public key (server machine, SuperLink running):"]
             lines += [shlex.join(self.register_args(k)) for k in keys if k is not None]
@@ -257,8 +256,7 @@ class LocalFederation:
                 time.sleep(0.2)
         if not (out / "results.json").is_file():
             raise DeployError(
-                f"the federation ended without results (flwr run exit {process.returncode}); "
-                f"see {self.logs / 'flwr-run.log'}"
+                f"the federation ended without results (flwr run exit {process.returncode}); see {path}"
             )
 
     def kill(self, name: str, sig: signal.Signals = signal.SIGKILL) -> None:
