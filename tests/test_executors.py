@@ -8,6 +8,8 @@ import time
 
 import pytest
 
+from fedtreelora.runtime.processes import age, alive, command_line, descendants
+
 PARENT = """
 import multiprocessing, pathlib, sys, time
 from fedtreelora.runtime.executors import die_with_parent
@@ -47,10 +49,20 @@ def test_a_worker_exits_when_its_parent_is_killed(tmp_path):  # type: ignore[no-
     raise AssertionError("the worker outlived its parent")
 
 
-def alive(pid: int) -> bool:
-    """Running, and not a zombie waiting for a parent (or a container's init) to reap it."""
+def test_process_facts_about_this_process_and_its_children() -> None:
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ")[1][0] != "Z"
-    except FileNotFoundError:
-        return False
+        assert alive(os.getpid()) and alive(child.pid)
+        assert child.pid in descendants({os.getpid()}) and os.getpid() not in descendants({os.getpid()})
+        assert "time.sleep(30)" in command_line(child.pid)
+        if sys.platform.startswith("linux"):
+            assert 0 < age() < 24 * 3600 * 365
+        child.kill()  # not reaped yet: a zombie, which counts as gone
+        for _ in range(100):
+            if not alive(child.pid):
+                break
+            time.sleep(0.05)
+        assert not alive(child.pid)
+    finally:
+        child.kill()
+        child.wait()

@@ -19,6 +19,7 @@ from fedtreelora.methods import options_for
 from fedtreelora.runtime.checkpoint import CHECKPOINT
 from fedtreelora.runtime.embedded import run
 from fedtreelora.runtime.flower.deploy import LocalFederation
+from fedtreelora.runtime.processes import command_lines
 
 from .test_durability import checkpoint_round, cli
 
@@ -73,11 +74,7 @@ def leftovers(federation: LocalFederation) -> list[str]:
         if a == "--port"
     }
     found = []
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            text = cmdline.read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
+    for text in command_lines().values():
         ours = any(f"127.0.0.1:{port}" in text for port in ports) or str(federation.folder) in text
         if ours and "pytest" not in text:
             found.append(text)

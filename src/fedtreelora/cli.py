@@ -242,7 +242,8 @@ def deploy(
         bool,
         typer.Option(
             "--plan",
-            help="start nothing: write the run folder, keys and certificates; print the commands to run",
+            help="start nothing: write the run folder and app (with --secure: keys, certificates); print "
+            "the commands to run",
         ),
     ] = False,
     address: Annotated[
@@ -284,7 +285,8 @@ def deploy(
         script = kit.script(n, out, round_timeout)
         (kit.folder / "commands.sh").write_text(script)
         Console().print(script, highlight=False, soft_wrap=True)
-        err.print(f"wrote {out / CONFIG} and {kit.folder} (app, keys, certificates, commands.sh)")
+        made = "app, keys, certificates, commands.sh" if secure else "app, commands.sh"
+        err.print(f"wrote {out / CONFIG} and {kit.folder} ({made})")
         return
     try:
         with LocalFederation(out / "flower", secure=secure, threads=threads) as federation:

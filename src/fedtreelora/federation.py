@@ -56,11 +56,10 @@ def load_clients(cfg: RunConfig) -> tuple[type[Task], list[TaskData], list[Clien
     return kind, tasks, clients
 
 
-def prepare(cfg: RunConfig, encode: bool | Collection[int] = True) -> Federation:
+def prepare(cfg: RunConfig, only: Collection[int] | None = None) -> Federation:
     """Load data and the backbone, partition clients, tokenise once, and set up the method.
 
-    ``encode`` says whose rows are tokenised: everyone's (True), or only some clients' (a deployed node
-    tokenises only its own).
+    ``only``: the clients whose rows are tokenised (a deployed node tokenises only its own); None: all.
     """
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
@@ -80,7 +79,7 @@ def prepare(cfg: RunConfig, encode: bool | Collection[int] = True) -> Federation
     infos = [ClientInfo(c.client_id, len(c.train)) for c in clients]
     method = create(cfg, layout, infos)
     head_state = host.initial_head()
-    own = [c for c in clients if encode is True or (encode is not False and c.client_id in encode)]
+    own = [c for c in clients if only is None or c.client_id in only]
     return Federation(
         cfg=cfg,
         host=host,

@@ -145,7 +145,7 @@ class Node:
         if not 0 <= client_id < cfg.data.n_clients:
             raise ValueError(f"partition-id {client_id} is outside the run's {cfg.data.n_clients} clients")
         store = NodeStore(state_dir, request["run_key"], client_id)
-        return cls(prepare(cfg, encode=[client_id]), client_id, store)
+        return cls(prepare(cfg, only=[client_id]), client_id, store)
 
     def kept(self, rnd: int) -> State:
         return dict(self.fed.kept[self.client_id]) if rnd < 0 else self.store.load(rnd)

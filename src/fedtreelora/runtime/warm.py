@@ -27,6 +27,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .processes import alive
+
 SOCKET = "warm.sock"
 PIDFILE = "warm.pid"
 IDLE = 900.0  # seconds without a request before the warm process exits
@@ -103,16 +105,6 @@ def _start(folder: Path, path: Path, threads: int) -> socket.socket:
 # -- the warm process -----------------------------------------------------------------------------------
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-
-
 def serve(path: Path, watched: int, threads: int) -> None:
     """Answer requests on ``path`` until ``watched`` exits or nobody asks for ``IDLE`` seconds."""
     nodes: dict[str, Any] = {}  # the latest run's node only: a backbone each
@@ -125,7 +117,7 @@ def serve(path: Path, watched: int, threads: int) -> None:
     server.settimeout(1.0)
     last = time.monotonic()
     try:
-        while _alive(watched) and time.monotonic() - last < IDLE:
+        while alive(watched) and time.monotonic() - last < IDLE:
             try:
                 conn, _ = server.accept()
             except TimeoutError:

@@ -16,14 +16,13 @@ a restarted node loses. No handler imports torch.
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
 from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
-from .. import warm
+from .. import processes, warm
 from . import records
 
 app = ClientApp()
@@ -44,20 +43,10 @@ def query(msg: Message, context: Context) -> Message:
     return Message(records.content({"partition-id": partition, "num-partitions": partitions}), reply_to=msg)
 
 
-def process_age() -> float:
-    """Seconds since this process started (Linux; NaN elsewhere): what starting it and importing cost."""
-    try:
-        fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
-        started = int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22: start time, in ticks after boot
-        return float(Path("/proc/uptime").read_text().split()[0]) - started
-    except (OSError, ValueError, IndexError):
-        return float("nan")
-
-
 def _answer(op: str, msg: Message, context: Context) -> Message:
     """The node's answer to a train or evaluate request; the reply says where the node's time went
     (the server's ``flower-timing.json`` collects it)."""
-    age, entered = process_age(), time.perf_counter()
+    age, entered = processes.age(), time.perf_counter()
     data, buffer = records.read_raw(msg)
     config = context.node_config
     default = Path.home() / ".cache" / "fedtreelora" / "nodes"

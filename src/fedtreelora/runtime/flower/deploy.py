@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..processes import alive, command_line, descendants
 from ..warm import PIDFILE
 from .security import Certificates, make_certificates, make_node_key
 from .serverapp import LOG_PREFIX
@@ -270,7 +271,7 @@ class LocalFederation:
     def stop(self) -> None:
         """Stop every process started here and every process they started (Flower's SuperExec runs in a
         session of its own): SIGTERM, then SIGKILL whatever is left after 10 s. Returns when all are gone."""
-        helpers = _descendants({p.pid for p in self.processes.values()}) | self._warm_nodes()
+        helpers = descendants({p.pid for p in self.processes.values()}) | self._warm_nodes()
         for process in self.processes.values():
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGTERM)
@@ -284,7 +285,7 @@ class LocalFederation:
             except subprocess.TimeoutExpired:
                 self.kill(name)
         while helpers and time.monotonic() < deadline:
-            helpers = {pid for pid in helpers if _alive(pid)}
+            helpers = {pid for pid in helpers if alive(pid)}
             time.sleep(0.1)
         for pid in helpers:
             with contextlib.suppress(ProcessLookupError):
@@ -297,33 +298,6 @@ class LocalFederation:
         for pidfile in self.folder.glob(f"nodes/*/{PIDFILE}"):
             with contextlib.suppress(OSError, ValueError):
                 pid = int(pidfile.read_text())
-                if b"fedtreelora.runtime.warm" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                if "fedtreelora.runtime.warm" in command_line(pid):
                     pids.add(pid)
         return pids
-
-
-def _parents() -> dict[int, int]:
-    """pid -> parent pid of every process (Linux /proc; empty elsewhere)."""
-    out = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            out[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-    return out
-
-
-def _descendants(roots: set[int]) -> set[int]:
-    parents, found = _parents(), set(roots)
-    grew = True
-    while grew:
-        new = {pid for pid, parent in parents.items() if parent in found and pid not in found}
-        found |= new
-        grew = bool(new)
-    return found - roots
-
-
-def _alive(pid: int) -> bool:
-    """Running, and not a zombie waiting to be reaped."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
