@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -20,7 +20,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 err = Console(stderr=True)
 
 
-def fail(message: str) -> None:
+def fail(message: str) -> NoReturn:
     """One line on stderr, exit code 2, no traceback."""
     err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(2)
@@ -202,17 +202,16 @@ def _run_with_progress(cfg: RunConfig, out: Path | None = None, resume: bool = F
     from .runtime.embedded import run as run_embedded
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=err, transient=True) as bar:
-        handler = RichHandler(console=bar.console, show_time=False, show_path=False, markup=False)
-        logging.getLogger("fedtreelora").addHandler(handler)  # rejected uploads, skipped rounds
-        try:
-            return run_embedded(cfg, BarObserver(cfg, bar), out, resume)
-        except ConfigError as e:
-            bar.stop()
-            fail(str(e))
-        finally:
-            logging.getLogger("fedtreelora").removeHandler(handler)
-    raise AssertionError("unreachable")
+    try:
+        with Progress(*columns, console=err, transient=True) as bar:
+            handler = RichHandler(console=bar.console, show_time=False, show_path=False, markup=False)
+            logging.getLogger("fedtreelora").addHandler(handler)  # rejected uploads, skipped rounds
+            try:
+                return run_embedded(cfg, BarObserver(cfg, bar), out, resume)
+            finally:
+                logging.getLogger("fedtreelora").removeHandler(handler)
+    except ConfigError as e:  # after the bar has gone, so the error is the last line on the terminal
+        fail(str(e))
 
 
 @app.command()
