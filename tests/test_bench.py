@@ -5,8 +5,10 @@ import json
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
-from fedtreelora.bench import cell_dir, load_grid, run_cell, run_grid
+from fedtreelora.bench import cell_dir, load_grid, run_cell, run_grid, seconds_left
+from fedtreelora.cli import app
 from fedtreelora.config import ConfigError
 from fedtreelora.report import markdown_table, markers, paste_tables, purity, task_split_table, write_report
 
@@ -46,7 +48,8 @@ fedtreelora = ["method='fedtreelora'"]
 
 
 def test_sweep_runs_each_cell_once_and_resumes(tmp_path: Path, tiny_bert: Path, tiny_task: Path) -> None:
-    grid = load_grid(grid_file(tmp_path, tiny_bert, tiny_task))
+    path = grid_file(tmp_path, tiny_bert, tiny_task)
+    grid = load_grid(path)
     assert len(grid.cells()) == 2 * 2 * 2 + 2  # shared variant "fedtreelora" runs once per (task, seed)
     seeds = [seed for _, _, seed in grid.cells()]
     assert seeds == sorted(seeds)  # seed by seed: a sweep cut short covers every table for its first seeds
@@ -59,6 +62,8 @@ def test_sweep_runs_each_cell_once_and_resumes(tmp_path: Path, tiny_bert: Path, 
 
     assert run_grid(grid, out, counting_run).ran == 10
     (out / "fedit" / "toy" / "seed1" / "results.json").unlink()  # as if interrupted
+    dry = CliRunner().invoke(app, ["bench", str(path), "--out", str(out), "--jobs", "2", "--dry-run"])
+    assert dry.exit_code == 0 and "1 of 10 cells left, about 0.0 h at --jobs 2" in dry.output, dry.output
     assert run_grid(grid, out, counting_run).ran == 1
     assert len(calls) == 11
 
@@ -331,3 +336,15 @@ rgd = ["method='fedit'", "allocation.strategy='rgd'", "allocation.pattern='bottl
     full_row = next(line for line in tables.splitlines() if line.startswith("| full | –"))
     assert "+0.00 ± 0.00" in full_row  # the reference against itself: its own clients, nothing else
     assert any(p.name == "allocation_rgd_toy.png" for p in written)
+
+
+def test_time_left_is_guessed_from_the_nearest_finished_cells() -> None:
+    done = {("a", "sst2", 0): 100.0, ("a", "qnli", 0): 300.0, ("b", "sst2", 0): 200.0}
+    assert seconds_left({}, [("a", "sst2", 1)], 2) is None  # no evidence yet
+    assert seconds_left(done, [], 2) == 0.0
+    # same variant and task: 100; same task only: (100 + 200) / 2; same variant only: (100 + 300) / 2;
+    # nothing alike: the mean of all, 200
+    todo = [("a", "sst2", 1), ("c", "sst2", 0), ("a", "mnli", 0), ("c", "mnli", 0)]
+    assert seconds_left(done, todo, 1) == 100 + 150 + 200 + 200
+    assert seconds_left(done, todo, 2) == (100 + 150 + 200 + 200) / 2
+    assert seconds_left(done, todo[:1], 2) == 100  # one cell left: a second job does not halve it

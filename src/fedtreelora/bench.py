@@ -25,6 +25,8 @@ from .methods import options_for
 from .runtime.checkpoint import CHECKPOINT
 from .runtime.executors import die_with_parent, one_thread
 
+Cell = tuple[str, str, int]  # (variant, task, seed)
+
 
 @dataclass(frozen=True)
 class Table:
@@ -58,9 +60,9 @@ class Grid:
                 out[name] = sets
         return out
 
-    def cells(self) -> list[tuple[str, str, int]]:
+    def cells(self) -> list[Cell]:
         """Every (variant, task, seed) once, seed by seed: a sweep cut short still covers every table."""
-        seen: dict[tuple[str, str, int], None] = {}
+        seen: dict[Cell, None] = {}
         for seed in self.seeds:
             for table in self.tables:
                 for task in table.tasks:
@@ -127,7 +129,7 @@ def cell_dir(out: Path, variant: str, task: str, seed: int) -> Path:
     return out / variant / task / f"seed{seed}"
 
 
-def cell_name(cell: tuple[str, str, int]) -> str:
+def cell_name(cell: Cell) -> str:
     """``variant/task/seed<k>``: how progress lines and failure reports name a cell."""
     return "{}/{}/seed{}".format(*cell)
 
@@ -162,11 +164,11 @@ def run_grid(
     position = {cell: i for i, cell in enumerate(cells, start=1)}
     outcome = SweepRun()
 
-    def report(cell: tuple[str, str, int], status: str) -> None:
+    def report(cell: Cell, status: str) -> None:
         if on_cell is not None:
             on_cell(position[cell], len(cells), cell_name(cell), status)
 
-    def finish(cell: tuple[str, str, int], result: Callable[[], dict[str, Any]]) -> None:
+    def finish(cell: Cell, result: Callable[[], dict[str, Any]]) -> None:
         try:
             save_cell(out, cell, result())
         except ConfigError as err:
@@ -200,6 +202,38 @@ def run_grid(
     return outcome
 
 
+def finished_seconds(out: Path, cells: list[Cell]) -> dict[Cell, float]:
+    """Each finished cell's wall time (results.json's timing), the evidence for ``seconds_left``."""
+    done = {}
+    for cell in cells:
+        path = cell_dir(out, *cell) / "results.json"
+        if path.is_file():
+            try:
+                done[cell] = float(json.loads(path.read_text())["timing"]["total_seconds"])
+            except (OSError, ValueError, KeyError, TypeError):
+                continue  # an older or foreign file: no evidence, not an error
+    return done
+
+
+def seconds_left(done: dict[Cell, float], todo: list[Cell], jobs: int) -> float | None:
+    """Wall time the ``todo`` cells will take, guessed from finished ones: a cell costs what finished cells
+    of its variant and task cost (other seeds), else of its task (the data sets the length of the rows),
+    else of its variant, else the mean of all. None before any cell has finished. Cells run ``jobs`` at
+    a time, and the measured times already include sharing the cores with the other jobs."""
+    if not done:
+        return None
+    if not todo:
+        return 0.0
+    total = 0.0
+    for cell in todo:
+        for fields in ((0, 1), (1,), (0,), ()):  # (variant, task), task, variant, any cell
+            times = [t for c, t in done.items() if all(c[f] == cell[f] for f in fields)]
+            if times:
+                total += sum(times) / len(times)
+                break
+    return total / max(1, min(jobs, len(todo)))
+
+
 def run_cell(cfg: RunConfig, folder: Path) -> dict[str, Any]:
     """The default runner: the embedded runtime, checkpointing into the cell's folder every round, so that a
     killed sweep resumes inside its unfinished cells (with the numbers an uninterrupted cell gets)."""
@@ -208,7 +242,7 @@ def run_cell(cfg: RunConfig, folder: Path) -> dict[str, Any]:
     return run(cfg, out=folder, resume=True)
 
 
-def save_cell(out: Path, cell: tuple[str, str, int], result: dict[str, Any]) -> None:
+def save_cell(out: Path, cell: Cell, result: dict[str, Any]) -> None:
     variant, task, seed = cell
     result["cell"] = {"variant": variant, "task": task, "seed": seed}
     folder = cell_dir(out, *cell)

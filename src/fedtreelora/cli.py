@@ -304,19 +304,36 @@ def bench(
     jobs: Annotated[
         int, typer.Option("--jobs", "-j", min=1, help="cells at once, one thread each (same numbers)")
     ] = 1,
+    dry_run: Annotated[
+        bool,
+        typer.Option("--dry-run", help="run nothing: say how many cells are left and how long they take"),
+    ] = False,
 ) -> None:
     """Run a sweep of variants x tasks x seeds; resumes where it stopped; then writes the tables."""
-    from .bench import load_grid, run_cell, run_grid
+    from .bench import finished_seconds, load_grid, run_cell, run_grid, seconds_left
     from .report import write_report
 
     try:
         grid = load_grid(grid_file)
     except ConfigError as e:
         fail(str(e))
+    cells = grid.cells()
+
+    def left() -> str:
+        """The time the unfinished cells will take, from the finished cells' times."""
+        done = finished_seconds(out, cells)
+        todo = [c for c in cells if c not in done]
+        guess = seconds_left(done, todo, jobs)
+        when = "unknown until a cell has finished" if guess is None else f"about {guess / 3600:.1f} h"
+        return f"{len(todo)} of {len(cells)} cells left, {when} at --jobs {jobs}"
+
+    if dry_run:
+        Console().print(left(), highlight=False)
+        return
     out.mkdir(parents=True, exist_ok=True)
 
     def on_cell(i: int, total: int, name: str, status: str) -> None:
-        shown = {"skipped": " (done, skipped)", "started": "", "finished": " finished"}
+        shown = {"skipped": " (done, skipped)", "started": "", "finished": f" finished · {left()}"}
         err.print(f"[{i}/{total}] {name}{shown.get(status, ' ' + status)}", highlight=False)
 
     outcome = run_grid(grid, out, run_cell, on_cell, jobs)
