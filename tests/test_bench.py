@@ -339,12 +339,17 @@ rgd = ["method='fedit'", "allocation.strategy='rgd'", "allocation.pattern='bottl
 
 
 def test_time_left_is_guessed_from_the_nearest_finished_cells() -> None:
-    done = {("a", "sst2", 0): 100.0, ("a", "qnli", 0): 300.0, ("b", "sst2", 0): 200.0}
+    done = {
+        ("a", "sst2", 0): 100.0,
+        ("a", "qnli", 0): 300.0,
+        ("b", "sst2", 0): 200.0,
+        ("b", "sst2", 1): 900.0,
+    }
     assert seconds_left({}, [("a", "sst2", 1)], 2) is None  # no evidence yet
     assert seconds_left(done, [], 2) == 0.0
-    # same variant and task: 100; same task only: (100 + 200) / 2; same variant only: (100 + 300) / 2;
-    # nothing alike: the mean of all, 200
+    # same variant and task: 100; same task only: median(100, 200, 900) = 200 (a paused cell's 900 does
+    # not count for more); same variant only: median(100, 300) = 200; nothing alike: median of all, 250
     todo = [("a", "sst2", 1), ("c", "sst2", 0), ("a", "mnli", 0), ("c", "mnli", 0)]
-    assert seconds_left(done, todo, 1) == 100 + 150 + 200 + 200
-    assert seconds_left(done, todo, 2) == (100 + 150 + 200 + 200) / 2
+    assert seconds_left(done, todo, 1) == 100 + 200 + 200 + 250
+    assert seconds_left(done, todo, 2) == (100 + 200 + 200 + 250) / 2
     assert seconds_left(done, todo[:1], 2) == 100  # one cell left: a second job does not halve it

@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import json
 import multiprocessing
+import statistics
 import tomllib
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -216,9 +217,9 @@ def finished_seconds(out: Path, cells: list[Cell]) -> dict[Cell, float]:
 
 
 def seconds_left(done: dict[Cell, float], todo: list[Cell], jobs: int) -> float | None:
-    """Wall time the ``todo`` cells will take, guessed from finished ones: a cell costs what finished cells
-    of its variant and task cost (other seeds), else of its task (the data sets the length of the rows),
-    else of its variant, else the mean of all. None before any cell has finished. Cells run ``jobs`` at
+    """Wall time the ``todo`` cells will take, guessed from finished ones: a cell costs the median time of
+    the finished cells of its variant and task (other seeds), else of its task (the data sets the length
+    of the rows), else of its variant, else of all. None before any cell has finished. Cells run ``jobs`` at
     a time, and the measured times already include sharing the cores with the other jobs."""
     if not done:
         return None
@@ -229,8 +230,8 @@ def seconds_left(done: dict[Cell, float], todo: list[Cell], jobs: int) -> float 
         for fields in ((0, 1), (1,), (0,), ()):  # (variant, task), task, variant, any cell
             times = [t for c, t in done.items() if all(c[f] == cell[f] for f in fields)]
             if times:
-                total += sum(times) / len(times)
-                break
+                total += statistics.median(times)  # a median: a cell paused or shared with other work
+                break  # (a test run, a cut-off session) must not inflate the guess
     return total / max(1, min(jobs, len(todo)))
 
 
