@@ -318,10 +318,10 @@ def bench(
     except ConfigError as e:
         fail(str(e))
     cells = grid.cells()
+    done = finished_seconds(out, cells)  # read once; each cell that finishes below adds its own
 
     def left() -> str:
         """The time the unfinished cells will take, from the finished cells' times."""
-        done = finished_seconds(out, cells)
         todo = [c for c in cells if c not in done]
         guess = seconds_left(done, todo, jobs)
         when = "unknown until a cell has finished" if guess is None else f"about {guess / 3600:.1f} h"
@@ -333,7 +333,10 @@ def bench(
     out.mkdir(parents=True, exist_ok=True)
 
     def on_cell(i: int, total: int, name: str, status: str) -> None:
-        shown = {"skipped": " (done, skipped)", "started": "", "finished": f" finished · {left()}"}
+        if status == "finished":
+            done.update(finished_seconds(out, [cells[i - 1]]))  # i counts grid.cells() from 1
+            status = f"finished · {left()}"
+        shown = {"skipped": " (done, skipped)", "started": ""}
         err.print(f"[{i}/{total}] {name}{shown.get(status, ' ' + status)}", highlight=False)
 
     outcome = run_grid(grid, out, run_cell, on_cell, jobs)
