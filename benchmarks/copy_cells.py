@@ -8,11 +8,11 @@
     .venv/bin/python benchmarks/copy_cells.py benchmarks/flan_lr_grid.toml benchmarks/results/flan_lr \
         benchmarks/flan_grid.toml benchmarks/results/flan
 
-A destination cell is filled from a finished source cell whose stored config equals the one the destination
-grid builds, except for settings the stored run predates (written before they existed), which must then
-hold their defaults: those runs were checked to give the same numbers (docs/DESIGN.md, durable runs).
-Cells are matched by config, not by name, so the two grids may name variants and tasks differently.
-Re-run it as source cells land; cells already in the destination are left alone.
+A destination cell is filled from a finished source cell whose stored config, read back as a config (settings
+the stored run predates take their defaults: those runs were checked to give the same numbers, docs/DESIGN.md,
+durable runs), equals the one the destination grid builds. Cells are matched by config, not by name, so the
+two grids may name variants and tasks differently. Re-run it as source cells land; cells already in the
+destination are left alone.
 """
 
 from __future__ import annotations
@@ -21,32 +21,26 @@ import json
 import shutil
 import sys
 from pathlib import Path
-from typing import Any
 
 from fedtreelora.bench import cell_dir, load_grid
-from fedtreelora.config import RunConfig
+from fedtreelora.config import ConfigError, RunConfig, from_raw
+from fedtreelora.methods import options_for
 from fedtreelora.runtime.executors import one_thread
 
 
-def flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
-    return out
-
-
-def same_run(have: dict[str, Any], want: dict[str, Any], defaults: dict[str, Any]) -> bool:
-    """``have`` (a stored run's flat config) is ``want`` once settings it predates take their defaults."""
-    return all(k in have or k in defaults for k in want) and all(
-        have.get(k, defaults.get(k)) == v for k, v in want.items()
-    )
+def stored_config(results: Path) -> RunConfig | None:
+    """The config a finished cell ran with; None if today's validation refuses it (not a run we can reuse)."""
+    try:
+        return from_raw(json.loads(results.read_text())["config"], options_for())
+    except ConfigError:
+        return None
 
 
 def main(src_grid: Path, src_out: Path, dst_grid: Path, dst_out: Path) -> None:
-    src, dst, defaults = load_grid(src_grid), load_grid(dst_grid), flat(RunConfig().to_dict())
-    # Every finished source cell once, with its stored config.
+    src, dst = load_grid(src_grid), load_grid(dst_grid)
+    # Every finished source cell once, with the config it ran with.
     stored = [
-        (cell_dir(src_out, *cell), flat(json.loads(path.read_text())["config"]))
+        (cell_dir(src_out, *cell), stored_config(path))
         for cell in src.cells()
         if (path := cell_dir(src_out, *cell) / "results.json").exists()
     ]
@@ -55,8 +49,8 @@ def main(src_grid: Path, src_out: Path, dst_grid: Path, dst_out: Path) -> None:
         target = cell_dir(dst_out, *cell)
         if (target / "results.json").exists():
             continue
-        want = flat(one_thread(dst.cell_config(*cell)).to_dict())
-        match = next((folder for folder, have in stored if same_run(have, want, defaults)), None)
+        want = one_thread(dst.cell_config(*cell))  # a bench cell runs on one thread
+        match = next((folder for folder, have in stored if have == want), None)
         if match is None:
             continue
         target.mkdir(parents=True, exist_ok=True)
