@@ -12,17 +12,16 @@ A destination cell is filled from a finished source cell whose stored config, re
 the stored run predates take their defaults: those runs were checked to give the same numbers, docs/DESIGN.md,
 durable runs), equals the one the destination grid builds. Cells are matched by config, not by name, so the
 two grids may name variants and tasks differently. Re-run it as source cells land; cells already in the
-destination are left alone.
+destination are left alone. A copy keeps the source's numbers and takes the destination's cell label.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 from pathlib import Path
 
-from fedtreelora.bench import cell_dir, load_grid
+from fedtreelora.bench import cell_dir, load_grid, save_cell
 from fedtreelora.config import ConfigError, RunConfig, from_raw
 from fedtreelora.methods import options_for
 from fedtreelora.runtime.executors import one_thread
@@ -53,8 +52,8 @@ def main(src_grid: Path, src_out: Path, dst_grid: Path, dst_out: Path) -> None:
         match = next((folder for folder, have in stored if have == want), None)
         if match is None:
             continue
-        target.mkdir(parents=True, exist_ok=True)
-        shutil.copy(match / "results.json", target / "results.json")
+        # save_cell relabels the result with this grid's cell: the report groups cells by that label.
+        save_cell(dst_out, cell, json.loads((match / "results.json").read_text()))
         print(f"{'/'.join(map(str, cell))}: copied from {match}")
         copied += 1
     print(f"{copied} cells copied into {dst_out}")

@@ -69,6 +69,8 @@ def markdown_table(table: dict[str, Any], cells: Cells, over_majority: bool = Fa
     that variant's same seed.
     """
     cols = columns(table, cells)
+    if not cols:  # by_group with none of the table's cells finished yet: its groups are not known
+        return ""
 
     def values(variant: str, col: tuple[str, str]) -> list[float]:
         (task, group), results = col, cells.get((variant, col[0]), [])
