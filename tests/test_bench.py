@@ -127,6 +127,9 @@ def test_bad_grid_is_refused_before_anything_runs(tmp_path: Path, tiny_bert: Pat
     path.write_text(path.read_text().replace('over_majority = "yes"', 'over = "local"'))
     with pytest.raises(ConfigError, match=r"table\[0\]\.over: must name one of the table's variants"):
         load_grid(path)
+    path.write_text(path.read_text().replace('over = "local"', 'over_task = "nope"'))
+    with pytest.raises(ConfigError, match=r"table\[0\]\.over_task: must name one of the table's tasks"):
+        load_grid(path)
 
 
 def test_purity_is_the_share_of_clients_in_a_cluster_led_by_their_own_task() -> None:
@@ -186,6 +189,25 @@ def test_table_over_a_variant_pairs_each_seed_with_that_variants_same_seed() -> 
     assert lines[0] == "### T: minus local, paired per seed"
     assert lines[4] == "| local | +0.00 ± 0.00 (n=2) | +0.00 |"
     assert lines[5] == "| b | **+15.00 ± 7.07 (n=2)** | +15.00 |"
+    assert len(lines) == 6
+
+
+def test_table_over_a_task_pairs_each_cell_with_its_variants_same_seed_on_that_task() -> None:
+    def result(seed: int, acc: float) -> dict[str, object]:
+        return {"seed": seed, "mean_accuracy": acc, "majority_baseline": 0.5}
+
+    # a at p1 - a at p0: seed 0: 0.7 - 0.8 = -10, seed 1: 0.8 - 0.8 = 0 -> -5 ± 7.07; seed 2 has no p0 yet.
+    cells = {
+        ("a", "p0"): [result(0, 0.8), result(1, 0.8)],
+        ("a", "p1"): [result(0, 0.7), result(1, 0.8), result(2, 0.1)],
+        ("b", "p0"): [result(0, 0.6)],
+        ("b", "p1"): [result(0, 0.6)],
+    }
+    table = {"title": "T", "tasks": ["p0", "p1"], "variants": {"a": [], "b": []}}
+    lines = markdown_table(table, cells, over_task="p0").splitlines()
+    assert lines[0] == "### T: minus p0, paired per seed"
+    assert lines[4] == "| a | **+0.00 ± 0.00 (n=2)** | -5.00 ± 7.07 (n=2) | -2.50 |"
+    assert lines[5] == "| b | **+0.00 ± 0.00 (n=1)** | **+0.00 ± 0.00 (n=1)** | +0.00 |"
     assert len(lines) == 6
 
 

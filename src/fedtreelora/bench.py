@@ -37,6 +37,7 @@ class Table:
     tasks: list[str]
     over_majority: bool = False  # report also shows it minus the majority-label predictor, paired per seed
     over: str = ""  # a variant (e.g. "local"): report also shows every variant minus it, paired per seed
+    over_task: str = ""  # a task (e.g. "p0"): report also shows every cell minus its variant on that task
     by_group: bool = False  # one column per task group of a task's clients (FLAN), not one per task
 
 
@@ -109,6 +110,12 @@ def load_grid(path: Path) -> Grid:
             f"table[{i}].over",
             f"must name one of the table's variants ({', '.join(variants)}), got {over!r}",
         )
+        over_task = t.get("over_task", "")
+        check(
+            over_task == "" or over_task in tasks,
+            f"table[{i}].over_task",
+            f"must name one of the table's tasks ({', '.join(tasks)}), got {over_task!r}",
+        )
         grid.tables.append(
             Table(
                 name=t["name"],
@@ -117,6 +124,7 @@ def load_grid(path: Path) -> Grid:
                 tasks=tasks,
                 over_majority=over_majority,
                 over=over,
+                over_task=over_task,
                 by_group=by_group,
             )
         )

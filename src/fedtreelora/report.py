@@ -58,7 +58,9 @@ def column_score(result: dict[str, Any], group: str) -> float:
     return float(result["groups"][group]) if group else mean_score(result)
 
 
-def markdown_table(table: dict[str, Any], cells: Cells, over_majority: bool = False, over: str = "") -> str:
+def markdown_table(
+    table: dict[str, Any], cells: Cells, over_majority: bool = False, over: str = "", over_task: str = ""
+) -> str:
     """Variants as rows, tasks (or task groups) as columns, plus the average over columns (complete rows).
 
     The best mean per column is bold; the last row is the majority-label predictor on the same clients
@@ -66,7 +68,8 @@ def markdown_table(table: dict[str, Any], cells: Cells, over_majority: bool = Fa
     predictor's on the same seed: the label skew, and with it the majority level, moves a lot between seeds
     (partitions differ), and the paired difference removes that shared part, so its spread is the
     method's, not the partition's. ``over`` names a variant instead (e.g. local training): each seed minus
-    that variant's same seed.
+    that variant's same seed. ``over_task`` names a task (column) instead: each seed minus the same variant's
+    same seed on that task (e.g. a failure rate minus no failures: what each method loses).
     """
     cols = columns(table, cells)
     if not cols:  # by_group with none of the table's cells finished yet: its groups are not known
@@ -74,8 +77,9 @@ def markdown_table(table: dict[str, Any], cells: Cells, over_majority: bool = Fa
 
     def values(variant: str, col: tuple[str, str]) -> list[float]:
         (task, group), results = col, cells.get((variant, col[0]), [])
-        if over:  # seeds the reference has not finished yet are left out, not compared with nothing
-            ref = {r["seed"]: column_score(r, group) for r in cells.get((over, task), [])}
+        if over or over_task:  # seeds whose reference has not finished are left out
+            reference = cells.get((over, task) if over else (variant, over_task), [])
+            ref = {r["seed"]: column_score(r, group) for r in reference}
             return [column_score(r, group) - ref[r["seed"]] for r in results if r["seed"] in ref]
         if over_majority:
             return [
@@ -84,7 +88,7 @@ def markdown_table(table: dict[str, Any], cells: Cells, over_majority: bool = Fa
         return [column_score(r, group) for r in results]
 
     header = ["variant", *(group or task for task, group in cols), "avg"]
-    paired = over or ("the majority label" if over_majority else "")  # `over` wins, as in values()
+    paired = over or over_task or ("the majority label" if over_majority else "")  # as in values()
     title = table["title"] + (f": minus {paired}, paired per seed" if paired else "")
     lines = [f"### {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     series = {(v, c): values(v, c) for v in table["variants"] for c in cols}
@@ -340,6 +344,8 @@ def write_report(out: Path) -> list[Path]:
             tables.append(markdown_table(table, cells, over_majority=True))
         if table.get("over"):
             tables.append(markdown_table(table, cells, over=table["over"]))
+        if table.get("over_task"):
+            tables.append(markdown_table(table, cells, over_task=table["over_task"]))
         tables.append(budget_table(table, cells))
     sections = [summary, *tables, task_split_table(cells)]
     written[1].write_text("\n\n".join(s for s in sections if s) + "\n")
