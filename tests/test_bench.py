@@ -149,11 +149,13 @@ def test_paste_tables_replaces_only_the_named_sweeps_region(tmp_path: Path) -> N
     assert doc.read_text() == expected
 
 
-def test_table_bolds_the_best_mean_and_leaves_missing_cells_plain() -> None:
-    def result(seed: int, acc: float) -> dict[str, object]:
-        return {"seed": seed, "mean_accuracy": acc, "majority_baseline": 0.5}
+def scored(seed: int, acc: float, majority: float = 0.5) -> dict[str, object]:
+    """One finished cell as the report reads it: its seed, mean accuracy and majority-label level."""
+    return {"seed": seed, "mean_accuracy": acc, "majority_baseline": majority}
 
-    cells = {("a", "t1"): [result(0, 0.6), result(1, 0.8)], ("b", "t1"): [result(0, 0.9)]}
+
+def test_table_bolds_the_best_mean_and_leaves_missing_cells_plain() -> None:
+    cells = {("a", "t1"): [scored(0, 0.6), scored(1, 0.8)], ("b", "t1"): [scored(0, 0.9)]}
     table = {"title": "T", "tasks": ["t1", "t2"], "variants": {"a": [], "b": []}}
     lines = markdown_table(table, cells).splitlines()
     assert lines[4] == "| a | 70.00 ± 14.14 (n=2) | – | – |"
@@ -162,11 +164,8 @@ def test_table_bolds_the_best_mean_and_leaves_missing_cells_plain() -> None:
 
 
 def test_table_over_majority_subtracts_each_seeds_own_majority_level() -> None:
-    def result(seed: int, acc: float, majority: float) -> dict[str, object]:
-        return {"seed": seed, "mean_accuracy": acc, "majority_baseline": majority}
-
     # a: 0.6 - 0.5 = 0.1 and 0.8 - 0.6 = 0.2 -> mean 15, std sqrt(0.005) = 7.07 points
-    cells = {("a", "t1"): [result(0, 0.6, 0.5), result(1, 0.8, 0.6)], ("b", "t1"): [result(0, 0.4, 0.5)]}
+    cells = {("a", "t1"): [scored(0, 0.6, 0.5), scored(1, 0.8, 0.6)], ("b", "t1"): [scored(0, 0.4, 0.5)]}
     table = {"title": "T", "tasks": ["t1"], "variants": {"a": [], "b": []}}
     lines = markdown_table(table, cells, over_majority=True).splitlines()
     assert lines[0] == "### T: minus the majority label, paired per seed"
@@ -176,13 +175,10 @@ def test_table_over_majority_subtracts_each_seeds_own_majority_level() -> None:
 
 
 def test_table_over_a_variant_pairs_each_seed_with_that_variants_same_seed() -> None:
-    def result(seed: int, acc: float) -> dict[str, object]:
-        return {"seed": seed, "mean_accuracy": acc, "majority_baseline": 0.5}
-
     # b - local: seed 0: 0.9 - 0.7 = +20, seed 1: 0.7 - 0.6 = +10 -> +15 ± 7.07; seed 2 has no local yet.
     cells = {
-        ("local", "t1"): [result(0, 0.7), result(1, 0.6)],
-        ("b", "t1"): [result(0, 0.9), result(1, 0.7), result(2, 0.99)],
+        ("local", "t1"): [scored(0, 0.7), scored(1, 0.6)],
+        ("b", "t1"): [scored(0, 0.9), scored(1, 0.7), scored(2, 0.99)],
     }
     table = {"title": "T", "tasks": ["t1"], "variants": {"local": [], "b": []}}
     lines = markdown_table(table, cells, over="local").splitlines()
@@ -193,15 +189,12 @@ def test_table_over_a_variant_pairs_each_seed_with_that_variants_same_seed() -> 
 
 
 def test_table_over_a_task_pairs_each_cell_with_its_variants_same_seed_on_that_task() -> None:
-    def result(seed: int, acc: float) -> dict[str, object]:
-        return {"seed": seed, "mean_accuracy": acc, "majority_baseline": 0.5}
-
     # a at p1 - a at p0: seed 0: 0.7 - 0.8 = -10, seed 1: 0.8 - 0.8 = 0 -> -5 ± 7.07; seed 2 has no p0 yet.
     cells = {
-        ("a", "p0"): [result(0, 0.8), result(1, 0.8)],
-        ("a", "p1"): [result(0, 0.7), result(1, 0.8), result(2, 0.1)],
-        ("b", "p0"): [result(0, 0.6)],
-        ("b", "p1"): [result(0, 0.6)],
+        ("a", "p0"): [scored(0, 0.8), scored(1, 0.8)],
+        ("a", "p1"): [scored(0, 0.7), scored(1, 0.8), scored(2, 0.1)],
+        ("b", "p0"): [scored(0, 0.6)],
+        ("b", "p1"): [scored(0, 0.6)],
     }
     table = {"title": "T", "tasks": ["p0", "p1"], "variants": {"a": [], "b": []}}
     lines = markdown_table(table, cells, over_task="p0").splitlines()
