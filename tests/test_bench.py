@@ -186,6 +186,11 @@ def test_table_over_a_variant_pairs_each_seed_with_that_variants_same_seed() -> 
     assert lines[4] == "| local | +0.00 ± 0.00 (n=2) | +0.00 |"
     assert lines[5] == "| b | **+15.00 ± 7.07 (n=2)** | +15.00 |"
     assert len(lines) == 6
+    # the reference is +0.00 by construction: never bold, even when every contender is below it
+    worse = {**cells, ("b", "t1"): [scored(0, 0.5)]}
+    lines = markdown_table(table, worse, over="local").splitlines()
+    assert lines[4] == "| local | +0.00 ± 0.00 (n=2) | +0.00 |"
+    assert lines[5] == "| b | **-20.00 ± 0.00 (n=1)** | -20.00 |"
 
 
 def test_table_over_a_task_pairs_each_cell_with_its_variants_same_seed_on_that_task() -> None:

@@ -93,13 +93,15 @@ def markdown_table(
     lines = [f"### {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     series = {(v, c): values(v, c) for v in table["variants"] for c in cols}
     means = {key: statistics.fmean(vs) for key, vs in series.items() if vs}
-    best = {c: max((m for (_, col), m in means.items() if col == c), default=None) for c in cols}
+    # The reference variant of ``over`` is +0.00 by construction: it is the yardstick, not a contender.
+    contenders = {key: m for key, m in means.items() if key[0] != over}
+    best = {c: max((m for (_, col), m in contenders.items() if col == c), default=None) for c in cols}
     sign = "+" if paired else ""
     for variant in table["variants"]:
         row = [variant]
         for col in cols:
             text = mean_std(series[(variant, col)], sign)
-            is_best = (variant, col) in means and means[(variant, col)] == best[col]
+            is_best = (variant, col) in contenders and contenders[(variant, col)] == best[col]
             row.append(f"**{text}**" if is_best else text)
         per_col = [means[(variant, c)] for c in cols if (variant, c) in means]
         row.append(f"{100 * statistics.fmean(per_col):{sign}.2f}" if len(per_col) == len(cols) else "–")
