@@ -6,8 +6,9 @@ trains each layer in fewer warmup rounds, so its B matrices are smaller, and the
 sees size as well as direction, puts small-B clients close to everyone. This script runs the warmup exactly
 as the runtime does (the embedded loop, stopped where the server builds the tree), then reports per client
 its budget, label counts and mean |B| over layers, and the tree's top cut and K per layer under the
-Frobenius distance (what the run used), the cosine distance and Frobenius on unit-norm B rows. For each
-tree, the label mismatch: per client, the total-variation distance between its label distribution and its
+Frobenius distance (what the run used), the cosine distance, Frobenius on unit-norm B rows, and the run's
+tree with each layer's silhouettes taken over the clients that trained it (QNLI GD uniform, RESULTS §6). For
+each tree, the label mismatch: per client, the total-variation distance between its label distribution and its
 cluster's pooled one (mean over layers); a client grouped against its prior has a large mismatch.
 
     python benchmarks/diagnose_budget_tree.py --config benchmarks/nlu_protocol.toml \
@@ -75,15 +76,16 @@ def mismatch(counts: np.ndarray, partitions: list[list[int]]) -> list[float]:
 def trees(b_layers: list[np.ndarray], observed: list[np.ndarray] | None, opt: Any) -> dict[str, Any]:
     unit = [b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12) for b in b_layers]
     arms = {
-        "frobenius": (b_layers, "frobenius"),
-        "cosine": (b_layers, "cosine"),
-        "unit-frobenius": (unit, "frobenius"),
+        "frobenius": (b_layers, "frobenius", "all"),
+        "cosine": (b_layers, "cosine", "all"),
+        "unit-frobenius": (unit, "frobenius", "all"),
+        "frobenius-observed-silhouette": (b_layers, "frobenius", "observed"),  # fedtreelora.silhouette
     }
     out = {}
-    for name, (rows, metric) in arms.items():
+    for name, (rows, metric, scoring) in arms.items():
         topo = build_topology(
             rows, metric=metric, linkage=opt.linkage, clustering=opt.clustering, tau=opt.tau, w=opt.w,
-            fixed_k=opt.fixed_k, observed=observed,
+            fixed_k=opt.fixed_k, observed=observed, scoring=scoring,
         )  # fmt: skip
         out[name] = {"k_per_layer": topo.k_per_layer, "partitions": topo.partitions}
     return out

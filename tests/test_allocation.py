@@ -18,7 +18,7 @@ from fedtreelora.client import client_round
 from fedtreelora.config import AllocationConfig, ConfigError, TrainConfig, load_config
 from fedtreelora.methods import ClientPlan, options_for
 from fedtreelora.mixers import Sum
-from fedtreelora.topology import impute_unobserved, layer_distances
+from fedtreelora.topology import build_topology, impute_unobserved, layer_distances, layer_silhouette
 
 from .test_methods import lora, make, value
 
@@ -242,6 +242,46 @@ def test_never_trained_clients_do_not_cluster_together() -> None:
     literal = layer_distances([rows])[0]
     imputed = layer_distances([rows], observed=[seen])[0]
     assert literal[2, 3] == 0.0 and imputed[2, 3] == pytest.approx(np.sqrt(2.0))
+
+
+def test_observed_scoring_takes_silhouettes_over_the_clients_that_trained_the_layer() -> None:
+    """Clients 0, 1 at 0 and 1, clients 2, 3 at 10 and 12; client 4 never trained the layer (imputed at the
+    mean observed distance, 45 / 6 = 7.5, from everyone). Over the four trainers, cut(2) = {0, 1} | {2, 3}:
+    s = (10/11 + 9/10 + 7.5/9.5 + 9.5/11.5) / 4. Counting client 4 drags it under tau = 0.8."""
+    rows = np.array([[0.0], [1.0], [10.0], [12.0], [0.0]])
+    seen = np.array([True, True, True, True, False])
+    by_hand = (10 / 11 + 9 / 10 + 7.5 / 9.5 + 9.5 / 11.5) / 4
+    d = layer_distances([rows], observed=[seen])[0]
+    assert d[4, 0] == d[4, 3] == pytest.approx(7.5)
+    labels = np.array([0, 0, 1, 1, 0])
+    assert layer_silhouette(d, labels, seen) == pytest.approx(by_hand)
+    assert layer_silhouette(d, labels) < 0.8 < by_hand
+    every = build_topology([rows], observed=[seen], tau=0.8)
+    trainers = build_topology([rows], observed=[seen], tau=0.8, scoring="observed")
+    assert every.k_per_layer == [1] and trainers.k_per_layer == [2]
+    assert trainers.partitions[0][:4] == [0, 0, 1, 1]  # client 4 joins a side; its rows decided nothing
+    assert trainers.scores[0][2] == trainers.silhouettes[0][2] == pytest.approx(by_hand)
+    assert every.linkage is not None and trainers.linkage is not None
+    assert np.array_equal(every.linkage, trainers.linkage)  # the same tree
+    # every client trained: the two scorings agree
+    assert build_topology([rows[:4]], scoring="observed") == build_topology([rows[:4]])
+    with pytest.raises(ValueError, match="scoring must be one of"):
+        build_topology([rows], scoring="some")  # type: ignore[arg-type]
+
+
+def test_fedtreelora_silhouette_option_reaches_the_tree() -> None:
+    """Layer 0 is the same for everyone; on layer 1 clients {0, 1} and {2, 3} separate (silhouette ~0.96 over
+    them) and client 4 never trained it: its imputed row keeps layer 1 under tau = 0.9 unless only trainers
+    score."""
+    b1 = {0: 1.0, 1: 1.2, 2: 9.0, 3: 9.4, 4: 0.0}
+    ks = {}
+    for scoring in ("all", "observed"):
+        m = make("fedtreelora", [1] * 5, warmup_rounds=1, tau=0.9, silhouette=scoring)
+        uploads = {cid: lora("cluster", [1.0, 1.0], [1.0, b1[cid]]) for cid in range(5)}
+        uploads[4] = only(uploads[4], 0)
+        m.aggregate(0, uploads)
+        ks[scoring] = m.topology().k_per_layer
+    assert ks == {"all": [1, 1], "observed": [1, 2]}
 
 
 def test_fedtreelora_tree_from_partial_warmup() -> None:

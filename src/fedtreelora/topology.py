@@ -28,6 +28,8 @@ from scipy.spatial.distance import squareform
 
 Distance = Literal["frobenius", "cosine"]
 Clustering = Literal["adaptive", "fixed", "independent"]
+# Over whom a layer's silhouettes are taken: every client, or only those that trained the layer (Fed-HeLLo).
+Scoring = Literal["all", "observed"]
 
 # Linkages that are defined on an arbitrary dissimilarity matrix. "ward", "centroid" and "median" assume the
 # distances are Euclidean distances between observations, which a cosine (or averaged) matrix is not.
@@ -264,6 +266,23 @@ def silhouette(d: np.ndarray, labels: np.ndarray) -> float:
     return float(s.mean())
 
 
+def layer_silhouette(d: np.ndarray, labels: np.ndarray, seen: np.ndarray | None = None) -> float:
+    """:func:`silhouette` over the clients ``seen`` (N,) bool only; every client when ``seen`` is None.
+
+    Why: an imputed row (:func:`impute_unobserved`) is equally far from both sides of any cut, so its own
+    silhouette is 0 and it lengthens the others' within-cluster means; counting it pulls the layer's score
+    toward 0, so a layer whose trainers separate well may still not beat ``tau`` (RESULTS §6, QNLI).
+    """
+    if seen is None or seen.all():
+        return silhouette(d, labels)
+    return silhouette(d[np.ix_(seen, seen)], np.asarray(labels)[seen])
+
+
+def _seen_rows(seen: np.ndarray | None, n_layers: int) -> list[np.ndarray | None]:
+    """Per layer the (N,) mask :func:`layer_silhouette` takes; ``seen`` is (L, N) bool or None."""
+    return [None] * n_layers if seen is None else list(np.asarray(seen, dtype=bool))
+
+
 # ----------------------------------------------------------------------------------------------- topology
 @dataclass(frozen=True, eq=False)  # eq=False: the generated __eq__ cannot compare ndarray fields; see __eq__
 class Topology:
@@ -334,12 +353,15 @@ def _check_tree_matches(d_layers: np.ndarray, z: np.ndarray) -> None:
         raise ValueError(f"the tree has {n_tree} leaves but d_layers has N={d_layers.shape[1]} clients")
 
 
-def depth_alignment(d_layers: np.ndarray, z: np.ndarray, tau: float = 0.1, w: int = 2) -> Topology:
+def depth_alignment(
+    d_layers: np.ndarray, z: np.ndarray, tau: float = 0.1, w: int = 2, seen: np.ndarray | None = None
+) -> Topology:
     """Layer-wise depth alignment (SPEC item 4).
 
     ``K_0 = 1``; for layer l the candidates are ``K_{l-1}, ..., min(K_{l-1} + w, N)``; ``score(1) = tau`` and
     ``score(K > 1) = silhouette(D^l, cut(z, K))``; ``K_l`` is the best candidate, ties going to the smaller K.
-    Hence K never decreases with depth and every partition is a cut of the one tree ``z``.
+    Hence K never decreases with depth and every partition is a cut of the one tree ``z``. ``seen`` (L, N)
+    bool: take layer l's silhouettes over ``seen[l]`` only (:func:`layer_silhouette`).
     """
     d_layers = _check_layers(d_layers)
     tau, w = _check_tau(tau), _check_w(w)
@@ -350,13 +372,13 @@ def depth_alignment(d_layers: np.ndarray, z: np.ndarray, tau: float = 0.1, w: in
     ks: list[int] = []
     partitions: list[list[int]] = []
     scores: list[dict[int, float]] = []
-    for d in d_layers:  # d: (N, N)
+    for d, mask in zip(d_layers, _seen_rows(seen, len(d_layers)), strict=True):  # d: (N, N)
         layer_scores: dict[int, float] = {}
         best_k, best = k_prev, -math.inf
         for k in range(k_prev, min(k_prev + w, n) + 1):  # ascending, so '>' keeps the smaller K on ties
             if k not in cuts:
                 cuts[k] = cut(z, k)
-            score = tau if k == 1 else silhouette(d, cuts[k])
+            score = tau if k == 1 else layer_silhouette(d, cuts[k], mask)
             layer_scores[k] = score
             if score > best:
                 best_k, best = k, score
@@ -371,10 +393,11 @@ def depth_alignment(d_layers: np.ndarray, z: np.ndarray, tau: float = 0.1, w: in
     )
 
 
-def fixed_k_topology(d_layers: np.ndarray, z: np.ndarray, k: int) -> Topology:
+def fixed_k_topology(d_layers: np.ndarray, z: np.ndarray, k: int, seen: np.ndarray | None = None) -> Topology:
     """Fixed-K ablation (SPEC item 9): every layer uses ``cut(z, k)``.
 
-    ``scores[l]`` holds ``{k: silhouette(D^l, cut(z, k))}`` for reference (0.0 when k is 1 or N).
+    ``scores[l]`` holds ``{k: silhouette(D^l, cut(z, k))}`` for reference (0.0 when k is 1 or N); ``seen`` as
+    in :func:`depth_alignment`.
     """
     d_layers = _check_layers(d_layers)
     _check_tree_matches(d_layers, z)
@@ -386,18 +409,21 @@ def fixed_k_topology(d_layers: np.ndarray, z: np.ndarray, k: int) -> Topology:
         k_per_layer=[int(k)] * n_layers,
         partitions=[labels.tolist() for _ in range(n_layers)],
         linkage=np.asarray(z, dtype=np.float64),
-        scores=[{int(k): silhouette(d, labels)} for d in d_layers],
+        scores=[
+            {int(k): layer_silhouette(d, labels, mask)}
+            for d, mask in zip(d_layers, _seen_rows(seen, n_layers), strict=True)
+        ],
     )
 
 
 def independent_topology(
-    d_layers: np.ndarray, linkage: str, tau: float, k_max: int | None = None
+    d_layers: np.ndarray, linkage: str, tau: float, k_max: int | None = None, seen: np.ndarray | None = None
 ) -> Topology:
     """Independent-clustering ablation (SPEC item 9): every layer gets its own tree on ``D^l``.
 
     ``K_l`` maximises the score over K in 1..k_max (default N): ``tau`` for K = 1, the silhouette of the
     layer's own cut otherwise; ties go to the smaller K. No global tree and no monotonicity; ``linkage`` is
-    None.
+    None. ``seen`` as in :func:`depth_alignment`.
     """
     d_layers = _check_layers(d_layers)
     tau = _check_tau(tau)
@@ -409,13 +435,13 @@ def independent_topology(
     ks: list[int] = []
     partitions: list[list[int]] = []
     scores: list[dict[int, float]] = []
-    for d in d_layers:  # d: (N, N)
+    for d, mask in zip(d_layers, _seen_rows(seen, len(d_layers)), strict=True):  # d: (N, N)
         z_l = build_tree(d, linkage)
         layer_scores: dict[int, float] = {}
         best_k, best, best_labels = 1, -math.inf, np.zeros(n, dtype=np.int64)
         for k in range(1, int(k_max) + 1):
             labels = cut(z_l, k)
-            score = tau if k == 1 else silhouette(d, labels)
+            score = tau if k == 1 else layer_silhouette(d, labels, mask)
             layer_scores[k] = score
             if score > best:  # ascending K and strict '>': ties keep the smaller K
                 best_k, best, best_labels = k, score, labels
@@ -435,34 +461,46 @@ def build_topology(
     w: int = 2,
     fixed_k: int = 2,
     observed: Sequence[np.ndarray] | None = None,
+    scoring: Scoring = "all",
 ) -> Topology:
     """Server entry point: per-layer distances -> global tree -> per-layer K according to ``clustering``.
 
     ``adaptive`` is depth alignment (SPEC item 4), ``fixed`` uses ``cut(fixed_k)`` on every layer and
     ``independent`` clusters every layer on its own (SPEC item 9). ``observed``: see :func:`layer_distances`.
+    ``scoring = "observed"`` takes each layer's silhouettes (and the recorded profile) over ``observed[l]``
+    only; the distances, and so the tree, still hold every client.
     """
+    if scoring not in get_args(Scoring):
+        raise ValueError(f"scoring must be one of {get_args(Scoring)}, got {scoring!r}")
     if clustering not in get_args(Clustering):
         raise ValueError(f"clustering must be one of {get_args(Clustering)}, got {clustering!r}")
     if linkage not in LINKAGES:  # fail before the (expensive) distances
         raise ValueError(f"linkage must be one of {LINKAGES}, got {linkage!r}")
     tau, w = _check_tau(tau), _check_w(w)
     d_layers = layer_distances(b_layers, metric, observed)  # (L, N, N)
+    seen = np.stack(observed) if scoring == "observed" and observed is not None else None  # (L, N) bool
     if clustering == "independent":
-        return independent_topology(d_layers, linkage, tau)
+        return independent_topology(d_layers, linkage, tau, seen=seen)
     z = build_tree(global_distance(d_layers), linkage)  # (N-1, 4)
     if clustering == "fixed":
-        topology = fixed_k_topology(d_layers, z, fixed_k)
+        topology = fixed_k_topology(d_layers, z, fixed_k, seen=seen)
     else:
-        topology = depth_alignment(d_layers, z, tau=tau, w=w)
-    return dataclasses.replace(topology, silhouettes=silhouette_profile(d_layers, z))
+        topology = depth_alignment(d_layers, z, tau=tau, w=w, seen=seen)
+    return dataclasses.replace(topology, silhouettes=silhouette_profile(d_layers, z, seen=seen))
 
 
-def silhouette_profile(d_layers: np.ndarray, z: np.ndarray, k_max: int = 0) -> list[dict[int, float]]:
+def silhouette_profile(
+    d_layers: np.ndarray, z: np.ndarray, k_max: int = 0, seen: np.ndarray | None = None
+) -> list[dict[int, float]]:
     """Per layer, ``{K: silhouette(D^l, cut(z, K))}`` for K in 2..min(N-1, k_max or SILHOUETTE_K_MAX).
 
-    O(L * k_max * N^2): capped so that a thousand clients do not pay for a million cuts.
+    O(L * k_max * N^2): capped so that a thousand clients do not pay for a million cuts. ``seen`` as in
+    :func:`depth_alignment`.
     """
     n = d_layers.shape[1]
     ks = range(2, min(n - 1, k_max or SILHOUETTE_K_MAX) + 1)
     cuts = {k: cut(z, k) for k in ks}
-    return [{k: silhouette(d, cuts[k]) for k in ks} for d in d_layers]
+    masks = _seen_rows(seen, len(d_layers))
+    return [
+        {k: layer_silhouette(d, cuts[k], mask) for k in ks} for d, mask in zip(d_layers, masks, strict=True)
+    ]

@@ -24,7 +24,7 @@ from ..adapters import State, rename_expert
 from ..aggregation import cluster_and_complement_averages
 from ..config import check
 from ..mixers import Gate, Mixer, Scalar
-from ..topology import Topology, build_topology
+from ..topology import Scoring, Topology, build_topology
 from .base import ClientInfo, ClientPlan, Layout, Method, check_warmup, register, warmup_plan
 
 if TYPE_CHECKING:
@@ -39,6 +39,8 @@ class FedTreeLoRAOptions:
     tau: float = 0.1  # score of K = 1: a layer splits only if its silhouette beats tau
     w: int = 2  # search window: K_l in {K_{l-1}, ..., K_{l-1} + w}
     distance: Literal["frobenius", "cosine"] = "frobenius"
+    # Fed-HeLLo budgets: score a layer's splits over the clients that trained it ("observed") or all ("all")
+    silhouette: Scoring = "all"
     linkage: Literal["single", "complete", "average", "weighted"] = "average"
     clustering: Literal["adaptive", "fixed", "independent"] = "adaptive"  # the last two are ablations
     fixed_k: int = 2  # clustering = "fixed": every layer uses cut(fixed_k)
@@ -58,6 +60,10 @@ class FedTreeLoRAOptions:
             "independent": "ablation: a separate tree and K per layer, no monotonicity",
         },
         "distance": {"frobenius": "||B_i - B_j||_F (default)", "cosine": "1 - cos(B_i, B_j)"},
+        "silhouette": {
+            "all": "a layer's silhouettes over every client (default)",
+            "observed": "over the clients that trained the layer in the warmup (Fed-HeLLo budgets)",
+        },
     }
 
     def validate(self) -> None:
@@ -196,6 +202,7 @@ class FedTreeLoRA(Method):
             w=o.w,
             fixed_k=o.fixed_k,
             observed=self.layout.observed(states, "cluster"),
+            scoring=o.silhouette,
         )
 
     def topology(self) -> Topology | None:
