@@ -2,23 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-from types import ModuleType
-
 import pytest
 
+from .benchmark_scripts import load_benchmark
 
-def _load() -> ModuleType:
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "hello_ordering.py"
-    spec = importlib.util.spec_from_file_location("hello_ordering", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-ordering = _load()
+ordering = load_benchmark("hello_ordering")
 
 
 def test_pairs_match_pattern_task_and_seed() -> None:

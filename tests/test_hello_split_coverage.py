@@ -3,21 +3,9 @@ warmup round; federated rounds do not count."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-from types import ModuleType
+from .benchmark_scripts import load_benchmark
 
-
-def _load() -> ModuleType:
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "hello_split_coverage.py"
-    spec = importlib.util.spec_from_file_location("hello_split_coverage", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-coverage = _load()
+coverage = load_benchmark("hello_split_coverage")
 
 
 def test_layer_rows_count_warmup_trainers_only() -> None:
