@@ -1,6 +1,6 @@
 """Does the Fed-HeLLo abstract's ordering hold? Paired comparisons of allocation strategies from a sweep.
 
-    .venv/bin/python benchmarks/hello_ordering.py benchmarks/results/hello/cells.csv
+    .venv/bin/python benchmarks/hello_ordering.py benchmarks/results/hello/cells.csv [--seed 1] [--task sst2]
 
 The abstract claims that randomising the geometric allocation (RGD) improves on the deterministic one (GD),
 and that co-designing it with Fisher scores improves again. A grid's variants are named
@@ -9,15 +9,15 @@ pairs that differ only in the strategy: same method, pattern, task and seed. FIM
 with the mean of a strategy's four patterns. Per comparison and task the table gives the mean difference in
 accuracy points and how many pairs the first strategy wins; the last column adds the two-sided sign-test p
 over all tasks (ties dropped). Pairs sharing a seed and task are not independent (one data draw), so p is a
-guide, not a test to quote alone.
+guide, not a test to quote alone. ``--seed`` and ``--task`` (a prefix) restrict the reading to some cells.
 """
 
 from __future__ import annotations
 
+import argparse
 import csv
 import math
 import statistics
-import sys
 from pathlib import Path
 
 PATTERNS = ("uni", "tri", "inv", "bot")
@@ -33,12 +33,13 @@ COMPARISONS = (
 Cell = tuple[str, str, int]  # (variant, task, seed)
 
 
-def read_cells(path: Path) -> dict[Cell, float]:
-    """Accuracy in points per finished cell of a bench's cells.csv."""
+def read_cells(path: Path, seed: int | None = None, task: str = "") -> dict[Cell, float]:
+    """Accuracy in points per finished cell of a cells.csv, optionally of one seed and a task prefix."""
     with path.open() as f:
-        return {
+        acc = {
             (r["variant"], r["task"], int(r["seed"])): 100 * float(r["mean_score"]) for r in csv.DictReader(f)
         }
+    return {c: x for c, x in acc.items() if c[1].startswith(task) and seed in (None, c[2])}
 
 
 def score(
@@ -94,13 +95,20 @@ def table(acc: dict[Cell, float], method: str) -> str:
     return "\n".join(lines)
 
 
-def main(path: Path) -> None:
-    acc = read_cells(path)
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("cells", type=Path, help="a bench folder's cells.csv")
+    parser.add_argument("--seed", type=int, help="only cells of this seed (default: every seed)")
+    parser.add_argument("--task", default="", help="only tasks starting with this, e.g. qnli-dir0.5")
+    args = parser.parse_args()
+    if not args.cells.is_file():
+        parser.error(f"{args.cells} is not a file; pass a bench folder's cells.csv")
+    acc = read_cells(args.cells, args.seed, args.task)
+    if not acc:
+        parser.error(f"no finished cells in {args.cells} match --seed {args.seed} --task {args.task!r}")
     methods = sorted({v.split("-")[0] for (v, _, _) in acc})
     print("\n\n".join(table(acc, m) for m in methods))
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        sys.exit("usage: hello_ordering.py CELLS_CSV   (a bench folder's cells.csv)")
-    main(Path(sys.argv[1]))
+    main()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from .benchmark_scripts import load_benchmark
@@ -38,3 +40,19 @@ def test_sign_test_by_hand() -> None:
     # 9 wins of 10: 2 * (1 + 10) / 1024
     assert ordering.sign_test([1.0] * 9 + [-1.0]) == pytest.approx(22 / 1024)
     assert ordering.sign_test([0.0]) == 1.0
+
+
+def test_read_cells_filters_by_seed_and_task_prefix(tmp_path: Path) -> None:
+    cells = tmp_path / "cells.csv"
+    cells.write_text(
+        "variant,task,seed,mean_score\n"
+        "m-gd-uni,qnli-iid,0,0.8\n"
+        "m-gd-uni,qnli-iid,1,0.7\n"
+        "m-gd-uni,sst2-iid,1,0.9\n"
+    )
+    assert len(ordering.read_cells(cells)) == 3
+    assert ordering.read_cells(cells, seed=1) == {
+        ("m-gd-uni", "qnli-iid", 1): 70.0,
+        ("m-gd-uni", "sst2-iid", 1): 90.0,
+    }
+    assert ordering.read_cells(cells, seed=1, task="qnli") == {("m-gd-uni", "qnli-iid", 1): 70.0}
