@@ -7,7 +7,7 @@ and that co-designing it with Fisher scores improves again. A grid's variants ar
 ``<method>-<strategy>-<pattern>`` (``fedit-rgd-tri``) and ``<method>-fim``, so each claim can be tested on
 pairs that differ only in the strategy: same method, pattern, task and seed. FIM has no pattern; it is paired
 with the mean of a strategy's four patterns. Per comparison and task the table gives the mean difference in
-accuracy points and how many pairs the first strategy wins; the last column adds the two-sided sign-test p
+accuracy points and how many pairs the first strategy wins (and how many tie); the last column adds the two-sided sign-test p
 over all tasks (ties dropped). Pairs sharing a seed and task are not independent (one data draw), so p is a
 guide, not a test to quote alone. ``--seed`` and ``--task`` (a prefix) restrict the reading to some cells.
 """
@@ -75,6 +75,13 @@ def sign_test(diffs: list[float]) -> float:
     return min(1.0, 2 * tail)
 
 
+def summary(diffs: list[float]) -> str:
+    """Mean difference, then wins of pairs; ties are named, since the sign test drops them."""
+    wins, ties = sum(d > 0 for d in diffs), sum(d == 0 for d in diffs)
+    tied = f", {ties} tie{'s' if ties > 1 else ''}" if ties else ""
+    return f"{statistics.mean(diffs):+.2f} ({wins}/{len(diffs)}{tied})"
+
+
 def table(acc: dict[Cell, float], method: str) -> str:
     tasks = sorted({t for (v, t, _) in acc if v.startswith(f"{method}-")})
     head = f"| {method}: first minus second | " + " | ".join(tasks) + " | all tasks | sign-test p |"
@@ -84,11 +91,8 @@ def table(acc: dict[Cell, float], method: str) -> str:
         every = [d for ds in per_task for d in ds]
         if not every:
             continue
-        cells = [
-            f"{statistics.mean(ds):+.2f} ({sum(d > 0 for d in ds)}/{len(ds)})" if ds else "–"
-            for ds in per_task
-        ]
-        total = f"{statistics.mean(every):+.2f} ({sum(d > 0 for d in every)}/{len(every)})"
+        cells = [summary(ds) if ds else "–" for ds in per_task]
+        total = summary(every)
         lines.append(
             f"| {first} − {second} | " + " | ".join(cells) + f" | {total} | {sign_test(every):.3f} |"
         )

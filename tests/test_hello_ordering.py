@@ -56,3 +56,9 @@ def test_read_cells_filters_by_seed_and_task_prefix(tmp_path: Path) -> None:
         ("m-gd-uni", "sst2-iid", 1): 90.0,
     }
     assert ordering.read_cells(cells, seed=1, task="qnli") == {("m-gd-uni", "qnli-iid", 1): 70.0}
+
+
+def test_summary_names_ties() -> None:
+    assert ordering.summary([1.0, -1.0, 3.0]) == "+1.00 (2/3)"
+    assert ordering.summary([0.0, -1.0, -2.0]) == "-1.00 (0/3, 1 tie)"
+    assert ordering.summary([0.0, 0.0, 3.0]) == "+1.00 (1/3, 2 ties)"
