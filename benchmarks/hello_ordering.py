@@ -9,7 +9,8 @@ pairs that differ only in the strategy: same method, pattern, task and seed. FIM
 with the mean of a strategy's four patterns. Per comparison and task the table gives the mean difference in
 accuracy points and how many pairs the first strategy wins (and how many tie); the last column adds the
 two-sided sign-test p over all tasks (ties dropped). Pairs sharing a seed and task are not independent (one
-data draw), so p is a guide, not a test to quote alone. ``--seed`` and ``--task`` (a prefix) restrict the reading to some cells.
+data draw), so p is a guide, not a test to quote alone. ``--seed`` and ``--task`` (a prefix) restrict the
+reading to some cells.
 """
 
 from __future__ import annotations
