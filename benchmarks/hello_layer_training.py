@@ -22,19 +22,19 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from scipy.stats import spearmanr
+
+from fedtreelora.plots import allocation_counts
 
 MIN_CELLS = 4  # fewer budgeted cells give a rank correlation of no use
 
 
-def layer_counts(result: dict[str, Any], n_layers: int) -> list[int]:
-    """Per layer, how many (client, round) pairs trained it over the run."""
-    counts = [0] * n_layers
-    for row in result["rounds"]:
-        for layers in row.get("trained_layers", {}).values():
-            for layer in layers:
-                counts[layer] += 1
-    return counts
+def layer_counts(result: dict[str, Any]) -> list[int]:
+    """Per layer, how many (client, round) pairs trained it over the run: the report's allocation counts
+    (the geometry plot's, before averaging over rounds) summed over budget groups."""
+    n_layers, groups = allocation_counts(result)
+    return [int(c) for c in sum(groups.values(), np.zeros(n_layers))]
 
 
 def correlations(losses: list[float], counts: Sequence[Sequence[float]]) -> list[float | None]:
@@ -64,13 +64,12 @@ def read_settings(out: Path, method: str = "") -> dict[Setting, list[Cell]]:
         full_variant, task, seed = full_path.parts[-4:-1]
         name = full_variant.removesuffix("-full")
         full = json.loads(full_path.read_text())
-        n_layers = len(set().union(*full["rounds"][0]["trained_layers"].values()))  # full budget: every layer
         cells = settings[(name, task, seed)] = []
         for path in sorted(out.glob(f"{name}-*/{task}/{seed}/results.json")):
             if path != full_path:
                 result = json.loads(path.read_text())
                 loss = 100 * (result["mean_score"] - full["mean_score"])
-                cells.append((path.parts[-4], loss, layer_counts(result, n_layers)))
+                cells.append((path.parts[-4], loss, layer_counts(result)))
     return settings
 
 

@@ -14,13 +14,14 @@ layer_training = load_benchmark("hello_layer_training")
 
 def test_layer_counts_sum_client_rounds_per_layer() -> None:
     result = {
+        "clients": [{"id": 0, "budget": 1.0}, {"id": 1, "budget": 0.5}],
         "rounds": [
             {"trained_layers": {"0": [0, 1, 2, 3], "1": [2, 3]}},
             {"trained_layers": {"0": [0, 1], "1": [3]}},
             {},  # a round row without allocation records counts nothing
-        ]
+        ],
     }
-    assert layer_training.layer_counts(result, 4) == [2, 2, 2, 3]
+    assert layer_training.layer_counts(result) == [2, 2, 2, 3]
 
 
 def test_correlations_by_hand() -> None:
@@ -38,7 +39,8 @@ def test_correlations_by_hand() -> None:
 def write_cell(out: Path, variant: str, seed: int, score: float, layers: dict[str, list[int]]) -> None:
     cell = out / variant / "t" / f"seed{seed}"
     cell.mkdir(parents=True)
-    result = {"mean_score": score, "rounds": [{"trained_layers": layers}]}
+    clients = [{"id": int(c)} for c in layers]
+    result = {"mean_score": score, "clients": clients, "rounds": [{"trained_layers": layers}]}
     (cell / "results.json").write_text(json.dumps(result))
 
 

@@ -173,8 +173,8 @@ def plot_silhouettes(topology: Mapping[str, Any], path: Path, tau: float | None)
     plt.close(fig)
 
 
-def allocation_geometry(results: Mapping[str, Any]) -> tuple[int, dict[float, np.ndarray]]:
-    """Per budget group, (L,): clients of the group training each layer, averaged over the rounds."""
+def allocation_counts(results: Mapping[str, Any]) -> tuple[int, dict[float, np.ndarray]]:
+    """Per budget group, (L,): the group's client-rounds that trained each layer over the run."""
     budget = {str(c["id"]): float(c.get("budget", 1.0)) for c in results["clients"]}
     n_layers = int(results.get("params", {}).get("adapted_layers") or 0)
     rows = [r.get("trained_layers") or {} for r in results["rounds"]]
@@ -183,7 +183,14 @@ def allocation_geometry(results: Mapping[str, Any]) -> tuple[int, dict[float, np
     for row in rows:
         for cid, layers in row.items():
             counts[budget[cid]][layers] += 1.0
-    return n_layers, {b: c / max(len(rows), 1) for b, c in counts.items()}
+    return n_layers, counts
+
+
+def allocation_geometry(results: Mapping[str, Any]) -> tuple[int, dict[float, np.ndarray]]:
+    """Per budget group, (L,): clients of the group training each layer, averaged over the rounds."""
+    n_layers, counts = allocation_counts(results)
+    n_rounds = max(len(results["rounds"]), 1)
+    return n_layers, {b: c / n_rounds for b, c in counts.items()}
 
 
 def plot_allocation(results: Mapping[str, Any], path: Path) -> None:
